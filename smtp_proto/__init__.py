@@ -1,0 +1,80 @@
+"""smtp_proto: a sans-IO SMTP/LMTP server protocol engine.
+
+Bytes in, events out; decisions in, reply bytes out. Standard library only,
+no sockets, threads, clocks or randomness. See the docs' "Use the core
+directly" guide for a complete blocking server in a few dozen lines.
+"""
+
+from ._address import AddressError, decode_xtext, parse_path
+from ._config import AUTH_MECHANISMS, ServerConfig
+from ._connection import ServerConnection
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import (
+    DECISION_EVENTS,
+    NEED_DATA,
+    PAUSED,
+    AuthAttempt,
+    ConnectionClosed,
+    DataChunk,
+    Event,
+    Hello,
+    MailFrom,
+    MessageAborted,
+    MessageComplete,
+    MessageStart,
+    ProxyHeader,
+    Quit,
+    RcptTo,
+    Reset,
+    Sentinel,
+    StartTLS,
+    TLSInfo,
+    XClient,
+    XForward,
+)
+from ._proxy import parse_proxy_header
+from ._replies import format_reply
+from ._session import Envelope, Session
+from ._state import Reply, State
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AUTH_MECHANISMS",
+    "DECISION_EVENTS",
+    "NEED_DATA",
+    "PAUSED",
+    "AddressError",
+    "AuthAttempt",
+    "ConnectionClosed",
+    "DataChunk",
+    "Envelope",
+    "Event",
+    "Hello",
+    "LocalProtocolError",
+    "MailFrom",
+    "MessageAborted",
+    "MessageComplete",
+    "MessageStart",
+    "ProtocolError",
+    "ProxyHeader",
+    "Quit",
+    "RcptTo",
+    "RemoteProtocolError",
+    "Reply",
+    "Reset",
+    "ServerConfig",
+    "ServerConnection",
+    "Session",
+    "Sentinel",
+    "StartTLS",
+    "State",
+    "TLSInfo",
+    "XClient",
+    "XForward",
+    "__version__",
+    "decode_xtext",
+    "format_reply",
+    "parse_path",
+    "parse_proxy_header",
+]

@@ -1,0 +1,596 @@
+"""``ServerConnection``: the sans-IO SMTP/LMTP server, one per TCP connection.
+
+::
+
+    conn = ServerConnection(config, remote_address="192.0.2.1")
+    conn.send_greeting()
+    while True:
+        sock.sendall(conn.data_to_send())
+        event = conn.next_event()
+        if event is NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+        elif isinstance(event, MailFrom):
+            conn.accept()
+        ...
+
+The core never touches a socket, a clock, a thread or randomness; given the
+same bytes in any split it produces the same events and the same replies.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import deque
+from collections.abc import Sequence
+
+from ._commands import _Commands
+from ._config import ServerConfig
+from ._data import has_bare_line_ending
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    NEED_DATA,
+    PAUSED,
+    AuthAttempt,
+    DataChunk,
+    Event,
+    Hello,
+    MailFrom,
+    MessageComplete,
+    RcptTo,
+    Sentinel,
+    TLSInfo,
+)
+from ._proxy import parse_proxy_header
+from ._replies import check_reply_code, default_enhanced, format_reply
+from ._session import Envelope, Session
+from ._state import Reply, State
+
+__all__ = ["ServerConnection"]
+
+_SASL_LINE = 12288 + 2  # RFC 4954 section 4
+# Room the extensions add to a MAIL/RCPT line: SIZE (RFC 1870) 26, DSN
+# (RFC 3461) 100 and 500, AUTH= (RFC 4954) 500, BODY, SMTPUTF8, REQUIRETLS.
+_MAIL_EXTRA = 26 + 100 + 500 + 16 + 9 + 11
+_RCPT_EXTRA = 500
+_TOO_LONG = object()
+_DECISIONS = (Hello, AuthAttempt, MailFrom, RcptTo, MessageComplete)
+
+# Default texts and enhanced codes when the application accepts or rejects
+# without saying more: {event type: (accept text, accept enhanced, {code: enhanced})}
+_DEFAULTS: dict[type[Event], tuple[str, str, dict[int, str]]] = {
+    AuthAttempt: ("Authentication successful", "2.7.0", {535: "5.7.8", 550: "5.7.8"}),
+    MailFrom: ("Accepted", "2.1.0", {550: "5.1.0", 553: "5.1.7"}),
+    RcptTo: ("Accepted", "2.1.5", {}),
+    MessageComplete: ("OK: message queued", "2.0.0", {550: "5.6.0", 554: "5.6.0"}),
+}
+_REJECT_TEXT = {
+    AuthAttempt: "Error: authentication credentials invalid",
+    MailFrom: "Error: sender rejected",
+    RcptTo: "Error: recipient rejected",
+    MessageComplete: "Error: message rejected",
+    Hello: "Error: hello rejected",
+}
+
+
+def _fill(template: str, *values: str) -> str:
+    """Replace each ``%s`` in turn (smtp-server's helo_response format)."""
+    pieces = template.split("%s")
+    filled = iter(values)
+    return pieces[0] + "".join(next(filled, "") + piece for piece in pieces[1:])
+
+
+class ServerConnection(_Commands):
+    """The protocol state of one SMTP or LMTP server connection.
+
+    ``remote_address`` & co. seed the :class:`Session`; ``tls`` marks an
+    implicit-TLS connection; ``expect_proxy`` overrides the config's
+    ``use_proxy`` decision for this peer.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        remote_address: str | None = None,
+        remote_port: int | None = None,
+        local_address: str | None = None,
+        local_port: int | None = None,
+        client_hostname: str | None = None,
+        session_id: str = "",
+        tls: TLSInfo | None = None,
+        expect_proxy: bool | None = None,
+    ) -> None:
+        cfg = config if config is not None else ServerConfig()
+        self.config = cfg
+        self.session = Session(
+            id=session_id, remote_address=remote_address, remote_port=remote_port,
+            local_address=local_address, local_port=local_port,
+            client_hostname=client_hostname or (f"[{remote_address}]" if remote_address else None),
+            secure=tls is not None, tls=tls, lmtp=cfg.lmtp,
+        )
+        if expect_proxy is None:
+            expect_proxy = cfg.expects_proxy(remote_address)
+        self._state = State.PROXY if expect_proxy else State.GREETING
+        self._buf = bytearray()
+        self._eof = False
+        self._out = []
+        self._events = deque()
+        self._pending = None
+        self._fatal = None
+        self._closed_reason = ""
+        self._sasl = None
+        self._sasl_final = None
+        self._body = None
+        self._msg_open = False
+        self._msg_mechanism = "DATA"
+        self._msg_size = 0
+        self._exceeded = False
+        self._bare = False
+        self._bdat_remaining = self._bdat_size = 0
+        self._bdat_last = False
+        self._bdat_error = None
+        self._invalid = 0
+        self._unauthenticated = 0
+        self._skipping = False
+
+    # -- read-only views -------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def pending(self) -> Event | None:
+        """The decision event waiting for ``accept()``/``reject()``, if any."""
+        return self._pending
+
+    @property
+    def size_exceeded(self) -> bool:
+        """The current message has grown past ``config.size``."""
+        return self._exceeded
+
+    @property
+    def message_size(self) -> int:
+        """Bytes of the current (or last) message body received so far."""
+        return self._msg_size
+
+    @property
+    def closed(self) -> bool:
+        """No more input will be processed; flush and close the socket."""
+        return self._state in (State.CLOSED, State.ERROR)
+
+    # -- bytes in and out ------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means it closed its side."""
+        if self._eof:
+            raise LocalProtocolError("receive_data() after end of input")
+        if not data:
+            self._eof = True
+            return
+        state = self._state
+        if state in (State.TLS_HANDSHAKE, State.CLOSED, State.ERROR):
+            return  # STARTTLS injection, or input after the end: dropped
+        if state is State.GREETING:
+            self.session.early_talker = True
+        self._buf += data
+
+    def data_to_send(self) -> bytes:
+        """Replies queued since the last call, as one buffer (one write)."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def take_buffered_data(self) -> bytes:
+        """Remove and return unprocessed input.
+
+        For implicit TLS behind a PROXY header: after ``ProxyHeader`` the
+        bytes that followed it are the TLS handshake, not SMTP.
+        """
+        data = bytes(self._buf)
+        self._buf.clear()
+        if self._state is State.GREETING:
+            self.session.early_talker = False
+        return data
+
+    # -- events ----------------------------------------------------------------
+
+    def next_event(self) -> Event | Sentinel:
+        """The next event, or ``NEED_DATA`` / ``PAUSED``.
+
+        Raises :class:`RemoteProtocolError` once the peer has broken the
+        session fatally (the 421 is already in ``data_to_send()``).
+        """
+        if self._pending is not None:
+            return PAUSED
+        events = self._events
+        while not events:
+            if self._fatal is not None:
+                raise RemoteProtocolError(self._fatal)
+            result = self._step()
+            if result is not None:
+                return result
+        event = events.popleft()
+        if isinstance(event, _DECISIONS):
+            self._pending = event
+        return event
+
+    def _step(self) -> Event | Sentinel | None:
+        """Make progress on the input; ``None`` means "call me again"."""
+        state = self._state
+        if state is State.COMMAND or state is State.SASL:
+            line = self._read_line()
+            if line is None:
+                return self._starved()
+            if line is _TOO_LONG:
+                if state is State.SASL and self._sasl_final is None:
+                    self._state = State.COMMAND
+                    self._sasl = None
+                    self._error(500, "5.5.6", "Error: authentication exchange line is too long")
+                elif state is State.SASL:
+                    self._sasl_line("")
+                else:
+                    self._error(500, "5.5.2", "Error: line too long")
+            elif state is State.COMMAND:
+                self._process_command(line)  # type: ignore[arg-type]
+            else:
+                self._sasl_line(line)  # type: ignore[arg-type]
+            return None
+        if state is State.DATA:
+            return self._step_data()
+        if state is State.BDAT:
+            return self._step_bdat()
+        if state is State.PROXY:
+            return self._step_proxy()
+        if state is State.CLOSED:
+            return self._close_event()
+        if state is State.ERROR:  # pragma: no cover - _fatal is raised first
+            raise RemoteProtocolError(self._fatal or "protocol error")
+        # GREETING, TLS_HANDSHAKE: waiting for the backend.
+        if self._eof:
+            self._close("connection lost", "connection_lost")
+            return None
+        return PAUSED
+
+    def _starved(self) -> Sentinel | None:
+        if self._eof:
+            self._close("connection lost", "connection_lost")
+            return None
+        return NEED_DATA
+
+    def _line_limit(self) -> int:
+        base = self.config.max_command_length
+        if self._state is State.SASL:
+            return max(base, _SASL_LINE)
+        head = bytes(self._buf[:5]).upper()
+        if head.startswith(b"AUTH "):
+            return max(base, _SASL_LINE + 32)
+        if head.startswith(b"MAIL"):
+            return base + _MAIL_EXTRA
+        if head.startswith(b"RCPT"):
+            return base + _RCPT_EXTRA
+        return base
+
+    def _read_line(self) -> str | object | None:
+        buf = self._buf
+        end = buf.find(b"\n")
+        if self._skipping:
+            # Inside an over-long line: drop it up to its end.
+            if end < 0:
+                buf.clear()
+                return None
+            del buf[: end + 1]
+            self._skipping = False
+            return _TOO_LONG
+        if end < 0:
+            if len(buf) > self._line_limit():
+                buf.clear()
+                self._skipping = True
+            return None
+        if end + 1 > self._line_limit():
+            del buf[: end + 1]
+            return _TOO_LONG
+        stop = end - 1 if end and buf[end - 1] == 0x0D else end
+        line = buf[:stop].decode("utf-8", "surrogateescape")
+        del buf[: end + 1]
+        return line
+
+    def _step_proxy(self) -> Event | Sentinel | None:
+        try:
+            parsed = parse_proxy_header(self._buf)
+        except ValueError as exc:
+            self._state = State.ERROR
+            self._fatal = f"invalid PROXY header: {exc}"
+            self._buf.clear()
+            return None
+        if parsed is None:
+            return self._starved()
+        header, used = parsed
+        del self._buf[:used]
+        self._state = State.GREETING
+        self.session.early_talker = bool(self._buf)
+        session = self.session
+        session.proxy = header
+        if header.command == "PROXY" and header.source_address is not None:
+            session.remote_address = header.source_address
+            session.remote_port = header.source_port
+            session.local_address = header.dest_address
+            session.local_port = header.dest_port
+            session.client_hostname = f"[{header.source_address}]"
+        return header
+
+    def _step_data(self) -> Sentinel | None:
+        body = self._body
+        assert body is not None
+        raw, finished = body.take(self._buf)
+        if raw:
+            if (self.config.bare_line_endings == "reject" and not self._bare
+                    and has_bare_line_ending(raw)):
+                self._bare = True
+            data = body.unstuff(raw)
+            self._count_body(data)
+        if finished:
+            self._state = State.COMMAND
+            self._body = None
+            self._finish_message()
+            return None
+        if raw:
+            return None
+        return self._starved()
+
+    def _count_body(self, data: bytes) -> None:
+        if not data:
+            return
+        self._msg_size += len(data)
+        limit = self.config.size
+        if limit is not None and self._msg_size > limit:
+            self._exceeded = True
+        if not self._exceeded and not self._bare and self._msg_open:
+            self._events.append(DataChunk(data))
+
+    def _step_bdat(self) -> Sentinel | None:
+        if self._bdat_remaining:
+            buf = self._buf
+            if not buf:
+                return self._starved()
+            take = min(self._bdat_remaining, len(buf))
+            chunk = bytes(buf[:take])
+            del buf[:take]
+            self._bdat_remaining -= take
+            if self._bdat_error is None:
+                self._count_body(chunk)
+            if self._bdat_remaining:
+                return None
+        self._state = State.COMMAND
+        if self._bdat_error is not None:
+            code, enhanced, text = self._bdat_error
+            self._bdat_error = None
+            self._error(code, enhanced, text)
+        elif self._exceeded or self._bdat_last:
+            self._finish_message()
+        else:
+            self._reply(250, f"{self._bdat_size} octets received", "2.0.0")
+        return None
+
+    def _finish_message(self) -> None:
+        if self._exceeded:
+            self._refuse_message(
+                552, "5.3.4",
+                f"Error: message exceeds fixed maximum message size {self.config.size}",
+                "size_exceeded",
+            )
+        elif self._bare:
+            self._refuse_message(
+                554, "5.6.0", "Error: bare CR or LF in message; lines must end with CRLF",
+                "bare_line_ending",
+            )
+        else:
+            self._events.append(
+                MessageComplete(self._msg_mechanism, self._msg_size)  # type: ignore[arg-type]
+            )
+
+    # -- the backend's actions ---------------------------------------------------
+
+    def send_greeting(self) -> None:
+        """Queue the 220 greeting (or, for an early talker when configured, 421)."""
+        if self._state is not State.GREETING:
+            raise LocalProtocolError(f"send_greeting() in state {self._state.value}")
+        if self.config.reject_early_talkers and self.session.early_talker:
+            self._reply(421, f"{self.config.name} You talk too soon", "4.7.0")
+            return
+        self._state = State.COMMAND
+        self._reply(220, self._greeting_text())
+
+    def tls_established(self, info: TLSInfo) -> None:
+        """The TLS handshake succeeded (after ``StartTLS``, or implicit TLS).
+
+        After STARTTLS the session forgets everything the client told it
+        (RFC 3207 section 4.2) and the client must EHLO again.
+        """
+        session = self.session
+        if self._state is State.TLS_HANDSHAKE:
+            self._state = State.COMMAND
+            session.opening_command = session.host_name_appears_as = None
+            session.user = session.auth_mechanism = None
+            session.envelope = Envelope()
+        elif self._state not in (State.GREETING, State.PROXY):
+            raise LocalProtocolError(f"tls_established() in state {self._state.value}")
+        session.secure = True
+        session.tls = info
+
+    def shutdown(
+        self, text: str = "Service shutting down", code: int = 421, enhanced: str | None = None
+    ) -> None:
+        """End the session from our side: queue ``code text`` and close.
+
+        Used for server shutdown, a refused connection (``on_connect``) or
+        ``max_clients`` (421 or 554). Does nothing once closed.
+        """
+        if self.closed:
+            return
+        check_reply_code(code, "45")
+        self._send(code, f"{self.config.name} {text}", enhanced or default_enhanced(code))
+        self._close("shutdown")
+
+    def idle_timeout(self) -> None:
+        """The client was idle too long: 421 4.4.2 and close."""
+        self.shutdown("Timeout - closing connection", 421, "4.4.2")
+
+    # -- decisions ---------------------------------------------------------------
+
+    def _take_pending(self) -> Event:
+        event = self._pending
+        if event is None:
+            raise LocalProtocolError("no decision is pending")
+        self._pending = None
+        return event
+
+    def accept(
+        self,
+        text: str | None = None,
+        *,
+        code: int = 250,
+        enhanced: str | None = None,
+        user: object = None,
+    ) -> None:
+        """Accept the pending decision.
+
+        ``user`` (AUTH only) is stored as ``session.user``; by default the
+        user name. ``text``/``code`` override the 2xx reply where one is sent.
+        """
+        check_reply_code(code, "2")
+        event = self._take_pending()
+        session = self.session
+        if isinstance(event, Hello):
+            self._accept_hello(event)
+            return
+        if isinstance(event, AuthAttempt):
+            session.user = user if user is not None else event.username
+            session.auth_mechanism = event.mechanism
+            self._sasl = None
+            if event.mechanism == "XCLIENT":
+                self._reply(220, self._greeting_text())
+                return
+            code = 235 if code == 250 else code
+        default_text, default_enh, _ = _DEFAULTS[type(event)]
+        text = default_text if text is None else text
+        enhanced = enhanced or default_enh
+        if isinstance(event, MailFrom):
+            session.envelope.mail_from = event
+        elif isinstance(event, RcptTo):
+            session.envelope.rcpt_to.append(event)
+        elif isinstance(event, MessageComplete):
+            self._per_recipient(code, text, enhanced)
+            self._invalid = 0
+            self._end_transaction()
+            return
+        self._reply(code, text, enhanced)
+
+    def reject(
+        self,
+        code: int,
+        text: str | None = None,
+        enhanced: str | None = None,
+        *,
+        challenge: str | bytes | None = None,
+    ) -> None:
+        """Refuse the pending decision with a 4xx/5xx reply.
+
+        ``challenge`` (XOAUTH2 only) is sent first as a 334 error challenge;
+        the rejection follows the client's acknowledgement. A 421 closes the
+        connection after the reply.
+        """
+        check_reply_code(code, "45")
+        event = self._take_pending()
+        if text is None:
+            text = _REJECT_TEXT.get(type(event), "Error: rejected")
+        if isinstance(event, Hello):
+            # RFC 2034: no enhanced code in replies to HELO/EHLO.
+            self._reply(code, text, None)
+            return
+        defaults = _DEFAULTS[type(event)][2]
+        enhanced = enhanced or defaults.get(code) or default_enhanced(code)
+        if isinstance(event, AuthAttempt):
+            self._sasl = None
+            if challenge is not None and event.mechanism == "XOAUTH2" and code != 421:
+                raw = challenge.encode() if isinstance(challenge, str) else challenge
+                enh = enhanced if self.config.enhanced_status_codes else None
+                self._sasl_final = format_reply(code, text, enh)
+                self._state = State.SASL
+                self._reply(334, base64.b64encode(raw).decode("ascii"))
+                return
+            self._reply(code, text, enhanced)
+            if code != 421:
+                self._count_auth_failure()
+            return
+        if isinstance(event, MessageComplete):
+            self._per_recipient(code, text, enhanced)
+            self._end_transaction()
+            return
+        self._reply(code, text, enhanced)
+
+    def answer_recipients(self, replies: Sequence[Reply]) -> None:
+        """LMTP: answer a ``MessageComplete`` with one reply per recipient,
+        in the order the recipients were accepted."""
+        event = self._pending
+        if not isinstance(event, MessageComplete) or not self.config.lmtp:
+            raise LocalProtocolError("answer_recipients() needs a pending LMTP message")
+        if len(replies) != len(self.session.envelope.rcpt_to):
+            raise LocalProtocolError("answer_recipients() needs one reply per recipient")
+        for reply in replies:
+            check_reply_code(reply.code, "245")
+        self._pending = None
+        defaults = _DEFAULTS[MessageComplete]
+        for reply in replies:
+            enhanced = reply.enhanced or (
+                defaults[1] if reply.code < 300
+                else defaults[2].get(reply.code) or default_enhanced(reply.code)
+            )
+            self._reply(reply.code, reply.text, enhanced)
+        self._end_transaction()
+
+    def _accept_hello(self, event: Hello) -> None:
+        session = self.session
+        cfg = self.config
+        session.opening_command = event.command
+        session.host_name_appears_as = event.hostname
+        session.envelope = Envelope()
+        # Without a resolved name or address, greet the client by its own word.
+        greeting = _fill(cfg.helo_response, cfg.name, session.client_hostname or event.hostname)
+        if event.command == "HELO":
+            self._reply(250, greeting)
+            return
+        self._reply(250, "\n".join([greeting, *self._extensions()]))
+
+    def _extensions(self) -> list[str]:
+        cfg = self.config
+        session = self.session
+        ext = []
+        if not cfg.hide_pipelining:
+            ext.append("PIPELINING")
+        if not cfg.hide_8bitmime:
+            ext.append("8BITMIME")
+        if not cfg.hide_smtputf8:
+            ext.append("SMTPUTF8")
+        if cfg.enhanced_status_codes:
+            ext.append("ENHANCEDSTATUSCODES")
+        if not cfg.hide_dsn:
+            ext.append("DSN")
+        if cfg.chunking:
+            ext += ["CHUNKING", "BINARYMIME"]
+        if cfg.size is not None:
+            ext.append("SIZE" if cfg.hide_size else f"SIZE {cfg.size}")
+        if not session.secure and not cfg.hide_starttls and "STARTTLS" not in cfg.disabled_commands:
+            ext.append("STARTTLS")
+        if session.secure and not cfg.hide_requiretls:
+            ext.append("REQUIRETLS")
+        if cfg.auth_enabled and session.user is None:
+            ext.append(" ".join(["AUTH", *cfg.auth_methods]))
+        if cfg.use_xclient and "ADDR" not in session.xclient and \
+                "XCLIENT" not in cfg.disabled_commands:
+            ext.append("XCLIENT " + " ".join(("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN")))
+        if cfg.use_xforward and "XFORWARD" not in cfg.disabled_commands:
+            ext.append("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
+        return ext

@@ -1,0 +1,94 @@
+"""What a session knows: the state both backends expose to handlers.
+
+The core owns these objects and updates them as the conversation goes on;
+applications read them (and may set ``user`` and their own attributes on the
+backends' subclasses). One ``Session`` per connection, one ``Envelope`` per
+transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._events import MailFrom, ProxyHeader, RcptTo, TLSInfo
+
+__all__ = ["Envelope", "Session"]
+
+
+@dataclass(slots=True)
+class Envelope:
+    """The current mail transaction: reverse path, recipients, parameters."""
+
+    mail_from: MailFrom | None = None
+    rcpt_to: list[RcptTo] = field(default_factory=list)
+
+    @property
+    def body_type(self) -> str:
+        """``7bit``, ``8bitmime`` or ``binarymime`` (RFC 6152 / RFC 3030)."""
+        body = self.mail_from.body if self.mail_from else None
+        return (body or "7BIT").lower()
+
+    @property
+    def smtputf8(self) -> bool:
+        return bool(self.mail_from and self.mail_from.smtputf8)
+
+    @property
+    def requiretls(self) -> bool:
+        return bool(self.mail_from and self.mail_from.requiretls)
+
+    @property
+    def dsn_ret(self) -> str | None:
+        return self.mail_from.ret if self.mail_from else None
+
+    @property
+    def dsn_envid(self) -> str | None:
+        return self.mail_from.envid if self.mail_from else None
+
+
+@dataclass(slots=True)
+class Session:
+    """Connection-wide state, readable at any time from ``conn.session``."""
+
+    id: str = ""
+    remote_address: str | None = None
+    remote_port: int | None = None
+    local_address: str | None = None
+    local_port: int | None = None
+    client_hostname: str | None = None
+    """Reverse-DNS name of the client (set by the backend), else ``[address]``."""
+    opening_command: str | None = None
+    """``HELO``, ``EHLO`` or ``LHLO`` once the client has greeted."""
+    host_name_appears_as: str | None = None
+    """The argument of HELO/EHLO/LHLO."""
+    secure: bool = False
+    tls: TLSInfo | None = None
+    user: object = None
+    """Whatever the application accepted AUTH with; ``None`` if anonymous."""
+    auth_mechanism: str | None = None
+    auth_failures: int = 0
+    envelope: Envelope = field(default_factory=Envelope)
+    transaction: int = 1
+    """Number of the current transaction (1 for the first message)."""
+    xclient: dict[str, str | None] = field(default_factory=dict)
+    xforward: dict[str, str | None] = field(default_factory=dict)
+    proxy: ProxyHeader | None = None
+    early_talker: bool = False
+    """The client sent bytes before the greeting."""
+    lmtp: bool = False
+
+    @property
+    def servername(self) -> str | None:
+        """The SNI host name the client asked for, if any."""
+        return self.tls.servername if self.tls else None
+
+    @property
+    def transmission_type(self) -> str:
+        """RFC 3848 protocol name: SMTP, ESMTP, ESMTPS, ESMTPSA, LMTP, LMTPSA..."""
+        kind = "LMTP" if self.lmtp else "SMTP"
+        if self.opening_command == "EHLO":
+            kind = "E" + kind
+        if self.secure:
+            kind += "S"
+        if self.user is not None:
+            kind += "A"
+        return kind
