@@ -1,0 +1,3 @@
+"""smtp_anyio: the async SMTP/LMTP server on anyio (asyncio, uvloop, trio)."""
+
+__all__: list[str] = []
