@@ -1,3 +1,35 @@
-"""smtp_anyio: the async SMTP/LMTP server on anyio (asyncio, uvloop, trio)."""
+"""smtp_anyio: the async SMTP/LMTP server on anyio (asyncio, uvloop, trio).
 
-__all__: list[str] = []
+Built on the sans-IO core :mod:`smtp_proto`; options and handler names are
+those of nodemailer's smtp-server and bun-smtp, in snake_case.
+"""
+
+from smtp_proto import (
+    AuthAttempt,
+    Envelope,
+    MailFrom,
+    RcptTo,
+    ServerConfig,
+    Session,
+    TLSInfo,
+)
+
+from ._errors import MessageAbortedError, SMTPError
+from ._server import SMTPServer
+from ._stream import MessageStream
+from ._tls import TLSConfig
+
+__all__ = [
+    "AuthAttempt",
+    "Envelope",
+    "MailFrom",
+    "MessageAbortedError",
+    "MessageStream",
+    "RcptTo",
+    "SMTPError",
+    "SMTPServer",
+    "ServerConfig",
+    "Session",
+    "TLSConfig",
+    "TLSInfo",
+]

@@ -1,0 +1,509 @@
+"""The connection driver: feeds bytes to the core, runs handlers, keeps time.
+
+It is push-driven: the transport calls :meth:`Connection.feed` with whatever
+arrived, and everything that needs no waiting (the core's own replies, plain
+function handlers, the default handlers) happens right there, inside that
+call, with one write per read. Only coroutine handlers, TLS handshakes and
+``on_data`` run as tasks; while one decides, reading pauses, so replies stay
+in order (RFC 2920) and buffers stay bounded.
+
+Everything here runs in the event loop; on asyncio ``feed`` is called from
+protocol callbacks, outside any task, so it must not call anyio functions
+that need to detect the running library (``anyio.Event()``, clocks).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from smtp_proto import (
+    NEED_DATA,
+    PAUSED,
+    AuthAttempt,
+    ConnectionClosed,
+    DataChunk,
+    Event,
+    Hello,
+    LocalProtocolError,
+    MailFrom,
+    MessageAborted,
+    MessageComplete,
+    MessageStart,
+    ProxyHeader,
+    RcptTo,
+    RemoteProtocolError,
+    ServerConnection,
+    Session,
+    StartTLS,
+    State,
+)
+
+from ._dispatch import Outcome, answer, failed, succeeded
+from ._errors import MessageAbortedError, SMTPError
+from ._stream import MessageStream
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._io import ConnectionIO
+    from ._server import SMTPServer
+
+__all__ = ["Connection"]
+
+_PRE_GREETING_LIMIT = 64 * 1024
+
+
+class Connection:
+    """One client: a :class:`ServerConnection` plus its handlers and timers."""
+
+    def __init__(self, server: SMTPServer, io: ConnectionIO, *, secure: bool = False) -> None:
+        self.server = server
+        self.io = io
+        self.implicit_tls = secure
+        remote = io.remote or (None, None)
+        local = io.local or (None, None)
+        self.conn = ServerConnection(
+            server.protocol_config,
+            remote_address=remote[0], remote_port=remote[1],
+            local_address=local[0], local_port=local[1],
+            session_id=secrets.token_hex(8),
+        )
+        self.session: Session = self.conn.session
+        self.log: logging.Logger = server.logger
+        self._tg: TaskGroup | None = None
+        self._paused: set[str] = set()
+        self._busy: object = None          # what blocks the pump (a decision, TLS)
+        self._stream: MessageStream | None = None
+        self._data_outcome: Outcome | None = None
+        self._data_done = False
+        self._finished = False
+        self._wakeup: anyio.Event | None = None
+        self._proxied = False
+        self._fed_before_greeting = 0
+        self.last_activity = time.monotonic()
+        self.in_message = False
+
+    # -- input, from the transport ------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._finished:
+            return
+        self.last_activity = time.monotonic()
+        conn = self.conn
+        if conn.state is State.GREETING:
+            self._fed_before_greeting += len(data)
+            if self._fed_before_greeting > _PRE_GREETING_LIMIT:
+                self._pause("greeting")
+        try:
+            conn.receive_data(data)
+        except LocalProtocolError:
+            return
+        self._pump()
+
+    def feed_eof(self) -> None:
+        if self._finished:
+            return
+        try:
+            self.conn.receive_data(b"")
+        except LocalProtocolError:
+            return
+        self._pump()
+
+    # -- the pump --------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Drain the core's events until it needs bytes or a decision."""
+        conn = self.conn
+        server = self.server
+        while self._busy is None and not self._finished:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self.log.info("[%s] closing: %s", self.session.id, exc)
+                self._finish()
+                break
+            if event is NEED_DATA or event is PAUSED:
+                break
+            if isinstance(event, DataChunk):
+                stream = self._stream
+                if stream is not None and not self._data_done and stream.feed(event.data):
+                    self._pause("stream")
+            elif isinstance(event, RcptTo):
+                self._decide(event, server.handler_rcpt_to)
+            elif isinstance(event, MailFrom):
+                self._decide(event, server.handler_mail_from)
+            elif isinstance(event, MessageStart):
+                self._begin_message()
+            elif isinstance(event, MessageComplete):
+                self._complete_message(event)
+            elif isinstance(event, MessageAborted):
+                self._abort_message(event)
+            elif isinstance(event, Hello):
+                conn.accept()
+            elif isinstance(event, AuthAttempt):
+                self._decide(event, server.handler_auth)
+            elif isinstance(event, StartTLS):
+                self._begin_tls()
+            elif isinstance(event, ProxyHeader):
+                self._proxied = True
+                if self.implicit_tls:
+                    self._pause("tls")  # what follows is the TLS handshake
+                self._wake()
+            elif isinstance(event, ConnectionClosed):
+                self._finish()
+                break
+        out = conn.data_to_send()
+        if out:
+            self.io.write(out)
+
+    def _decide(self, event: Event, handler: Callable[..., Any] | None) -> None:
+        conn = self.conn
+        if handler is None:
+            if isinstance(event, AuthAttempt):
+                self._default_auth(event)
+            else:
+                conn.accept()
+            return
+        try:
+            result = handler(event, self.session)
+        except Exception as exc:
+            answer(conn, event, failed(exc), self.log)
+            return
+        if inspect.isawaitable(result):
+            self._run(self._await_decision(event, result))
+        else:
+            answer(conn, event, succeeded(result), self.log)
+
+    def _default_auth(self, event: AuthAttempt) -> None:
+        if event.mechanism == "XCLIENT":
+            self.conn.accept()  # a trusted proxy vouched for the user
+        elif event.mechanism == "XOAUTH2":
+            self.conn.reject(535, "Error: authentication not implemented", "5.7.8",
+                             challenge='{"status":"401","schemes":"bearer"}')
+        else:
+            self.conn.reject(535, "Error: authentication not implemented", "5.7.8")
+
+    def _run(self, job: Awaitable[None]) -> None:
+        """Block the pump and reading while ``job`` runs as a task."""
+        self._busy = job
+        self._pause("busy")
+        assert self._tg is not None
+        self._tg.start_soon(self._job_wrapper, job)
+
+    async def _job_wrapper(self, job: Awaitable[None]) -> None:
+        await job
+        self._busy = None
+        self.last_activity = time.monotonic()
+        self._resume("busy")
+        self._pump()
+        await self.io.flush()
+
+    async def _await_decision(self, event: Event, result: Awaitable[object]) -> None:
+        try:
+            outcome = succeeded(await result)
+        except Exception as exc:
+            outcome = failed(exc)
+        answer(self.conn, event, outcome, self.log)
+
+    # -- messages ----------------------------------------------------------------
+
+    def _begin_message(self) -> None:
+        self.in_message = True
+        self._data_outcome = None
+        self._data_done = False
+        handler = self.server.handler_data
+        if handler is None:
+            self._stream = None
+            return
+        if not self.server.handler_data_is_async:
+            # A plain function reads the finished message: nothing to throttle.
+            self._stream = MessageStream(throttle=False)
+            return
+        self._stream = MessageStream(on_drained=lambda: self._resume("stream"))
+        if self.server.handler_data_is_async:
+            assert self._tg is not None
+            self._tg.start_soon(self._run_on_data, self._stream)
+
+    async def _run_on_data(self, stream: MessageStream) -> None:
+        handler = self.server.handler_data
+        assert handler is not None
+        try:
+            result = handler(stream, self.session)
+            if inspect.isawaitable(result):
+                result = await result
+            outcome: Outcome | None = succeeded(result)
+        except MessageAbortedError:
+            outcome = None
+        except Exception as exc:
+            outcome = failed(exc)
+        stream.discard()
+        self._resume("stream")
+        if stream is not self._stream:
+            return  # aborted meanwhile: nobody waits for this answer
+        self._data_outcome = outcome
+        self._data_done = True
+        waiting = self._busy
+        if isinstance(waiting, _WaitForData):
+            waiting.done.set()
+
+    def _complete_message(self, event: Event) -> None:
+        stream = self._stream
+        if stream is None:
+            self._end_message()
+            self.conn.accept()
+            return
+        stream.end()
+        if not self.server.handler_data_is_async:
+            # A plain function gets the complete message at once.
+            self._end_message()
+            self._decide_sync_data(event, stream)
+            return
+        if self._data_done:
+            self._end_message()
+            answer(self.conn, event, self._data_outcome or succeeded(), self.log)
+            return
+        self._run(self._wait_for_data(event))
+
+    def _decide_sync_data(self, event: Event, stream: MessageStream) -> None:
+        handler = self.server.handler_data
+        assert handler is not None
+        try:
+            outcome = succeeded(handler(stream, self.session))
+        except Exception as exc:
+            outcome = failed(exc)
+        answer(self.conn, event, outcome, self.log)
+
+    async def _wait_for_data(self, event: Event) -> None:
+        waiter = _WaitForData()
+        self._busy = waiter
+        if not self._data_done:
+            await waiter.wait()
+        self._end_message()
+        answer(self.conn, event, self._data_outcome or succeeded(), self.log)
+
+    def _abort_message(self, event: MessageAborted) -> None:
+        if self._stream is not None:
+            self._stream.abort(event.reason)
+            self._stream = None
+        self._resume("stream")
+        self._end_message()
+        self.log.info("[%s] message aborted: %s", self.session.id, event.reason)
+
+    def _end_message(self) -> None:
+        self._stream = None
+        self.in_message = False
+        if self.server.closing:
+            self.conn.shutdown()
+
+    # -- TLS -----------------------------------------------------------------------
+
+    def _begin_tls(self) -> None:
+        self._pause("tls")
+        out = self.conn.data_to_send()
+        if out:
+            self.io.write(out)
+        self._run(self._upgrade(b""))
+
+    async def _upgrade(self, prefix: bytes) -> None:
+        """Handshake, then tell the core and ``on_secure``."""
+        try:
+            info = await self.io.start_tls(
+                self.server.tls.context, self.server.options.socket_timeout, prefix)
+        except Exception as exc:
+            self.log.info("[%s] TLS handshake failed: %r", self.session.id, exc)
+            self._finish(abort=True)
+            return
+        self.conn.tls_established(info)
+        self.log.info("[%s] TLS established: %s %s", self.session.id, info.version, info.cipher)
+        self._resume("tls")
+        handler = self.server.handler_secure
+        if handler is not None:
+            error = await self._call(handler, info, self.session)
+            if error is not None:
+                self._refuse(error)
+
+    # -- the session task ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The connection's task: set up, then watch for the end or idleness."""
+        server = self.server
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self.implicit_tls and self.conn.state is not State.PROXY:
+                    self._pause("tls")
+                self.io.start(self, tg)
+                if await self._setup():
+                    await self._watch()
+                tg.cancel_scope.cancel()
+        finally:
+            self._finished = True
+            if self._stream is not None:
+                self._stream.abort("connection_lost")
+            with anyio.CancelScope(shield=True):
+                await self.io.aclose()
+                if server.handler_close is not None:
+                    await self._call(server.handler_close, self.session)
+            server.forget(self)
+
+    async def _setup(self) -> bool:
+        server = self.server
+        conn = self.conn
+        timeout = server.options.socket_timeout
+        if server.over_capacity():
+            conn.shutdown("Too many connected clients, try again in a moment")
+            return self._flush_and_stop()
+        if conn.state is State.PROXY:
+            with anyio.move_on_after(timeout):
+                while not self._proxied and not self._finished:
+                    await self._sleep_until_woken()
+            if not self._proxied:
+                self._finish(abort=True)
+                return False
+        if self.implicit_tls:
+            self._pause("tls")
+            await self._upgrade_implicit()
+            if self._finished:
+                return False
+        if not server.options.disable_reverse_lookup and self.session.remote_address:
+            name = await server.reverse_lookup(self.session.remote_address)
+            if name:
+                self.session.client_hostname = name
+        if server.handler_connect is not None:
+            error = await self._call(server.handler_connect, self.session)
+            if error is not None:
+                return self._refuse(error)
+        if self.session.secure and server.handler_secure is not None and self.session.tls:
+            error = await self._call(server.handler_secure, self.session.tls, self.session)
+            if error is not None:
+                return self._refuse(error)
+        delay = server.early_talker_delay
+        if delay > 0:
+            await anyio.sleep(delay)
+        if self._finished:
+            return False
+        conn.send_greeting()
+        self._resume("greeting")
+        self._pump()
+        await self.io.flush()
+        return not self._finished
+
+    async def _upgrade_implicit(self) -> None:
+        prefix = self.conn.take_buffered_data()
+        try:
+            info = await self.io.start_tls(
+                self.server.tls.context, self.server.options.socket_timeout, prefix)
+        except Exception as exc:
+            self.log.info("[%s] TLS handshake failed: %r", self.session.id, exc)
+            self._finish(abort=True)
+            return
+        self.conn.tls_established(info)
+        self._resume("tls")
+
+    async def _watch(self) -> None:
+        timeout = self.server.options.socket_timeout
+        while not self._finished:
+            idle = time.monotonic() - self.last_activity
+            if idle >= timeout and self._busy is None:
+                self.log.info("[%s] idle timeout", self.session.id)
+                self.conn.idle_timeout()
+                self._pump()
+                self._flush_and_stop()
+                return
+            with anyio.move_on_after(max(timeout - idle, 0.05)):
+                await self._sleep_until_woken()
+
+    async def _sleep_until_woken(self) -> None:
+        event = anyio.Event()
+        self._wakeup = event
+        await event.wait()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    async def _call(self, handler: Callable[..., Any], *args: object) -> SMTPError | None:
+        """Run a lifecycle handler; returns the SMTPError it raised, if any."""
+        try:
+            result = handler(*args)
+            if inspect.isawaitable(result):
+                await result
+        except SMTPError as exc:
+            return exc
+        except Exception:
+            self.log.exception("[%s] handler %s failed", self.session.id,
+                               getattr(handler, "__name__", handler))
+            return SMTPError(451, "Error: local error in processing", enhanced="4.3.0")
+        return None
+
+    def _refuse(self, error: SMTPError) -> bool:
+        code = error.code if 400 <= error.code <= 599 else 554
+        self.conn.shutdown(error.message or "Connection refused", code, error.enhanced)
+        return self._flush_and_stop()
+
+    def _flush_and_stop(self) -> bool:
+        out = self.conn.data_to_send()
+        if out:
+            self.io.write(out)
+        self._finish()
+        return False
+
+    # -- server shutdown -----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Server closing: 421 now if idle, else after the current message."""
+        if self._finished or self.in_message:
+            return
+        self.conn.shutdown()
+        self._pump()
+
+    def abort(self) -> None:
+        self._finish(abort=True)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused:
+            self.io.pause_reading()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason in self._paused:
+            self._paused.discard(reason)
+            if not self._paused and not self._finished:
+                self.io.resume_reading()
+
+    def _finish(self, abort: bool = False) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        out = self.conn.data_to_send()
+        if out and not abort:
+            self.io.write(out)
+        if abort:
+            self.io.abort()
+        if self._stream is not None:
+            self._stream.abort("connection_lost")
+            self._stream = None
+        self._wake()
+        waiting = self._busy
+        if isinstance(waiting, _WaitForData):
+            waiting.done.set()
+
+
+class _WaitForData:
+    """The pump waits for ``on_data`` to return before answering the message."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+
+    async def wait(self) -> None:
+        await self.done.wait()

@@ -1,0 +1,62 @@
+"""How bytes reach a connection: the interface both transports implement.
+
+The connection driver (``_driver.Connection``) is written once against
+:class:`ConnectionIO`. Two implementations exist: asyncio's own transports
+(``_io_asyncio``, used on asyncio and uvloop because it is several times
+faster than stream objects) and anyio byte streams (``_io_stream``, used on
+trio and wherever the first one cannot be).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Protocol
+
+from smtp_proto import TLSInfo
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ["ConnectionIO", "Feeder"]
+
+
+class Feeder(Protocol):
+    """What a transport calls on the connection driver."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def feed_eof(self) -> None: ...
+
+
+class ConnectionIO(Protocol):
+    """A connected socket as the driver sees it. Not thread-safe; all calls
+    come from the event loop."""
+
+    remote: tuple[str, int] | None
+    local: tuple[str, int] | None
+
+    def start(self, driver: Feeder, task_group: TaskGroup) -> None:
+        """Begin delivering bytes to ``driver.feed`` (and EOF to ``feed_eof``)."""
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the peer; never blocks."""
+
+    async def flush(self) -> None:
+        """Wait until queued bytes are handed to the OS (or the peer is gone)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    async def start_tls(
+        self, context: ssl.SSLContext, timeout: float, prefix: bytes = b""
+    ) -> TLSInfo:
+        """Flush, then run the server side of a TLS handshake; ``prefix`` are
+        handshake bytes already read. Reading must be paused by the caller."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush what is queued (briefly) and close."""
+
+    def abort(self) -> None:
+        """Close at once, dropping queued bytes."""

@@ -1,0 +1,145 @@
+"""asyncio transports as a :class:`~smtp_anyio._io.ConnectionIO`.
+
+Used when the running loop is asyncio or uvloop: the protocol callbacks feed
+the driver directly, so a pipelined read costs one callback and one write,
+with no task switch unless a coroutine handler has to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from smtp_proto import TLSInfo
+
+from ._tls import tls_info
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._io import Feeder
+
+__all__ = ["AsyncioIO", "normalise_address"]
+
+_CLOSE_WAIT = 5.0
+
+
+def normalise_address(addr: object) -> tuple[str, int] | None:
+    """``(host, port)`` from a socket address; IPv4-mapped IPv6 unwrapped."""
+    if not isinstance(addr, tuple) or len(addr) < 2:
+        return None
+    host = str(addr[0])
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, int(addr[1])
+
+
+class AsyncioIO(asyncio.Protocol):
+    """One accepted connection. ``on_made`` builds the driver for it."""
+
+    def __init__(self, on_made: Callable[[AsyncioIO], Feeder], paused: bool) -> None:
+        self._on_made = on_made
+        self._start_paused = paused
+        self._transport: asyncio.Transport | None = None
+        self._driver: Feeder | None = None
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
+        self._closed = False
+        self.remote: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        if self._start_paused:
+            transport.pause_reading()  # implicit TLS: the handshake comes first
+        self.remote = normalise_address(transport.get_extra_info("peername"))
+        self.local = normalise_address(transport.get_extra_info("sockname"))
+        self._driver = self._on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._driver is not None:
+            self._driver.feed(data)
+
+    def eof_received(self) -> bool:
+        if self._driver is not None:
+            self._driver.feed_eof()
+        return True  # keep the write side open: we close after the last reply
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        if self._driver is not None:
+            self._driver.feed_eof()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- ConnectionIO ----------------------------------------------------------
+
+    def start(self, driver: Feeder, task_group: TaskGroup) -> None:
+        """Nothing to start: the loop already calls ``data_received``."""
+
+    def write(self, data: bytes) -> None:
+        if not self._closed and self._transport is not None:
+            self._transport.write(data)
+
+    async def flush(self) -> None:
+        while self._write_paused and not self._closed:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+    def pause_reading(self) -> None:
+        if not self._closed and self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._closed and self._transport is not None:
+            self._transport.resume_reading()
+
+    async def start_tls(
+        self, context: ssl.SSLContext, timeout: float, prefix: bytes = b""
+    ) -> TLSInfo:
+        if prefix:
+            raise RuntimeError("asyncio transports cannot replay handshake bytes")
+        await self.flush()
+        if self._closed or self._transport is None:
+            raise ConnectionError("connection closed before the TLS handshake")
+        loop = asyncio.get_running_loop()
+        transport = await loop.start_tls(
+            self._transport, self, context, server_side=True, ssl_handshake_timeout=timeout
+        )
+        if transport is None:
+            raise ConnectionError("TLS handshake failed")
+        self._transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        return tls_info(ssl_object)
+
+    async def aclose(self) -> None:
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        self._lost = asyncio.get_running_loop().create_future()
+        transport.close()  # flushes what is buffered first
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), _CLOSE_WAIT)
+        except (TimeoutError, asyncio.CancelledError):
+            transport.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.abort()

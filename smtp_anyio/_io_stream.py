@@ -1,0 +1,143 @@
+"""anyio byte streams as a :class:`~smtp_anyio._io.ConnectionIO`.
+
+Used on trio (and on asyncio when implicit TLS sits behind a PROXY header,
+where handshake bytes already read must be replayed). A reader task feeds the
+driver; writes are queued and sent by whoever flushes, under a lock.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from smtp_proto import TLSInfo
+
+from ._io_asyncio import normalise_address
+from ._tls import tls_info
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ._io import Feeder
+
+__all__ = ["StreamIO"]
+
+_READ_SIZE = 65536
+_CLOSE_WAIT = 5.0
+_GONE = (
+    anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError,
+    ssl.SSLError, OSError,
+)
+
+
+class _Replay(ByteStream):
+    """A stream that first returns bytes read before it existed."""
+
+    def __init__(self, inner: ByteStream, prefix: bytes) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            return data
+        return await self._inner.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self._inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self._inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._inner.extra_attributes
+
+
+class StreamIO:
+    """One connection over an anyio ``ByteStream``."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream: ByteStream = stream
+        self._out: list[bytes] = []
+        self._lock = anyio.Lock()
+        self._reading = True
+        self._resumed: anyio.Event | None = None
+        self._broken = False
+        self._aborted = False
+        self.remote = normalise_address(stream.extra(SocketAttribute.remote_address, None))
+        self.local = normalise_address(stream.extra(SocketAttribute.local_address, None))
+
+    def start(self, driver: Feeder, task_group: TaskGroup) -> None:
+        task_group.start_soon(self._reader, driver)
+
+    async def _reader(self, driver: Feeder) -> None:
+        while not self._broken:
+            while not self._reading:
+                self._resumed = anyio.Event()
+                await self._resumed.wait()
+            try:
+                data = await self._stream.receive(_READ_SIZE)
+            except _GONE:
+                driver.feed_eof()
+                return
+            driver.feed(data)
+            await self.flush()
+
+    def write(self, data: bytes) -> None:
+        if not self._broken:
+            self._out.append(data)
+
+    async def flush(self) -> None:
+        if not self._out:
+            return
+        async with self._lock:
+            while self._out and not self._broken:
+                data = b"".join(self._out)
+                self._out.clear()
+                try:
+                    await self._stream.send(data)
+                except _GONE:
+                    self._broken = True
+            self._out.clear()
+
+    def pause_reading(self) -> None:
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        self._reading = True
+        if self._resumed is not None:
+            self._resumed.set()
+            self._resumed = None
+
+    async def start_tls(
+        self, context: ssl.SSLContext, timeout: float, prefix: bytes = b""
+    ) -> TLSInfo:
+        await self.flush()
+        raw: ByteStream = _Replay(self._stream, prefix) if prefix else self._stream
+        with anyio.fail_after(timeout):
+            stream = await TLSStream.wrap(
+                raw, server_side=True, ssl_context=context, standard_compatible=False
+            )
+        self._stream = stream
+        return tls_info(stream.extra(TLSAttribute.ssl_object))
+
+    async def aclose(self) -> None:
+        if not self._aborted:
+            with anyio.move_on_after(_CLOSE_WAIT):
+                await self.flush()
+        self._broken = True
+        await anyio.aclose_forcefully(self._stream)
+
+    def abort(self) -> None:
+        self._aborted = True
+        self._broken = True
+        self._out.clear()

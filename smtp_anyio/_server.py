@@ -1,0 +1,271 @@
+"""``SMTPServer``: listeners, connections, handlers and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import sniffio
+from anyio.abc import ByteStream, TaskGroup
+
+from smtp_proto import AuthAttempt, MailFrom, RcptTo, ServerConfig, Session, TLSInfo
+
+from ._driver import Connection
+from ._io_asyncio import AsyncioIO
+from ._io_stream import StreamIO
+from ._options import HANDLER_NAMES, effective_config, parse_options
+from ._stream import MessageStream
+from ._tls import TLSContexts
+
+__all__ = ["SMTPServer"]
+
+Address = tuple[str, int]
+
+
+class SMTPServer:
+    """An SMTP/LMTP server on anyio: asyncio, uvloop or trio.
+
+    Options are keyword arguments (see the configuration reference);
+    handlers are keyword arguments too, or methods of a subclass::
+
+        async def on_data(stream, session):
+            body = await stream.read()
+
+        server = SMTPServer(on_data=on_data, auth_optional=True)
+        async with server:
+            await server.listen(2525)
+            await server.serve_forever()
+    """
+
+    def __init__(self, **options: Any) -> None:
+        config, tls, backend, handlers = parse_options(options)
+        self._config = config
+        self.options = backend
+        self.tls = TLSContexts(tls)
+        self.protocol_config: ServerConfig = effective_config(config, self.tls.available)
+        self.logger = backend.logger or logging.getLogger("smtp_anyio")
+        self.closing = False
+        self.connections: set[Connection] = set()
+        self.addresses: list[Address] = []
+        self._tg: TaskGroup | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._idle: anyio.Event | None = None
+        self._closed: anyio.Event | None = None
+        delay = backend.early_talker_delay
+        if delay is None:
+            delay = 0.1 if config.reject_early_talkers else 0.0
+        self.early_talker_delay = delay
+        resolved = {name: self._resolve_handler(name, handlers) for name in HANDLER_NAMES}
+        self.handler_connect = resolved["on_connect"]
+        self.handler_secure = resolved["on_secure"]
+        self.handler_auth = resolved["on_auth"]
+        self.handler_mail_from = resolved["on_mail_from"]
+        self.handler_rcpt_to = resolved["on_rcpt_to"]
+        self.handler_data = resolved["on_data"]
+        self.handler_close = resolved["on_close"]
+        self.handler_data_is_async = self.handler_data is not None and (
+            inspect.iscoroutinefunction(self.handler_data)
+            or inspect.iscoroutinefunction(type(self.handler_data).__call__)
+        )
+
+    def _resolve_handler(self, name: str, given: dict[str, object]) -> Callable[..., Any] | None:
+        """A keyword handler wins; else an overriding subclass method; else
+        ``None``, which selects the built-in behaviour without any call."""
+        handler = given.get(name)
+        if handler is not None:
+            return handler  # type: ignore[return-value]
+        if getattr(type(self), name) is not getattr(SMTPServer, name):
+            return getattr(self, name)  # type: ignore[no-any-return]
+        return None
+
+    # -- handlers: override in a subclass or pass as keyword arguments ------
+
+    async def on_connect(self, session: Session) -> None:
+        """A client connected (before the greeting); raise SMTPError to refuse."""
+
+    async def on_secure(self, tls: TLSInfo, session: Session) -> None:
+        """A TLS handshake finished; raise SMTPError to refuse the client."""
+
+    async def on_auth(self, auth: AuthAttempt, session: Session) -> object:
+        """Return the user object to accept; None or SMTPError to refuse."""
+        return None
+
+    async def on_mail_from(self, address: MailFrom, session: Session) -> None:
+        """Raise SMTPError to refuse the sender."""
+
+    async def on_rcpt_to(self, address: RcptTo, session: Session) -> None:
+        """Raise SMTPError to refuse the recipient."""
+
+    async def on_data(self, stream: MessageStream, session: Session) -> object:
+        """Read the message; return None, a reply text, or (LMTP) a list."""
+        return None
+
+    async def on_close(self, session: Session) -> None:
+        """The connection is gone."""
+
+    # -- running ---------------------------------------------------------------
+
+    async def __aenter__(self) -> SMTPServer:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._closed = anyio.Event()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if not self.closing:
+            with anyio.CancelScope(shield=exc_type is None):
+                await self.close()
+        assert self._tg is not None
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    async def listen(
+        self, port: int = 0, host: str = "127.0.0.1", *, secure: bool | None = None
+    ) -> Address:
+        """Start accepting on ``host:port`` (port 0 picks a free one); returns
+        the bound address. ``secure`` overrides the server-wide implicit TLS
+        option for this listener. Call inside ``async with server:``."""
+        if self._tg is None:
+            raise RuntimeError("use `async with server:` before listen()")
+        implicit = self.options.secure if secure is None else secure
+        if implicit and not self.tls.available:
+            raise ValueError("an implicit-TLS listener needs key and cert (or tls_context)")
+        use_native = sniffio.current_async_library() == "asyncio" and not (
+            implicit and self._config.use_proxy
+        )
+        if use_native:
+            address = await self._listen_asyncio(host, port, implicit)
+        else:
+            address = await self._listen_stream(host, port, implicit)
+        self.addresses.append(address)
+        self.logger.info("listening on %s:%d%s", *address, " (implicit TLS)" if implicit else "")
+        return address
+
+    async def _listen_asyncio(self, host: str, port: int, implicit: bool) -> Address:
+        loop = asyncio.get_running_loop()
+
+        def made(io: AsyncioIO) -> Connection:
+            return self._adopt(Connection(self, io, secure=implicit))
+
+        server = await loop.create_server(
+            lambda: AsyncioIO(made, paused=implicit), host, port,
+            reuse_address=True, backlog=1024,
+        )
+        self._listeners.append(server.close)
+        sockname = server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    async def _listen_stream(self, host: str, port: int, implicit: bool) -> Address:
+        listener = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, reuse_port=False, backlog=1024
+        )
+        scope = anyio.CancelScope()
+
+        async def handle(stream: ByteStream) -> None:
+            connection = self._adopt(Connection(self, StreamIO(stream), secure=implicit))
+            await connection.run()
+
+        async def accept_loop() -> None:
+            with scope:
+                async with listener:
+                    await listener.serve(handle, task_group=self._tg)
+
+        assert self._tg is not None
+        self._tg.start_soon(accept_loop)
+        self._listeners.append(scope.cancel)
+        sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
+        return str(sockname[0]), int(sockname[1])
+
+    def _adopt(self, connection: Connection) -> Connection:
+        self.connections.add(connection)
+        if isinstance(connection.io, AsyncioIO):
+            assert self._tg is not None
+            self._tg.start_soon(connection.run)
+        return connection
+
+    def forget(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._idle is not None:
+            self._idle.set()
+
+    def over_capacity(self) -> bool:
+        limit = self.options.max_clients
+        return limit is not None and len(self.connections) > limit
+
+    async def serve_forever(self) -> None:
+        """Wait until :meth:`close` has finished."""
+        assert self._closed is not None
+        await self._closed.wait()
+
+    async def serve(self, *addresses: Address | int) -> None:
+        """Listen on each ``(host, port)`` (or port) and serve until closed."""
+        async with self:
+            for address in addresses or (2525,):
+                if isinstance(address, int):
+                    await self.listen(address)
+                else:
+                    await self.listen(address[1], address[0])
+            await self.serve_forever()
+
+    async def close(self) -> None:
+        """Stop accepting, 421 idle sessions, let messages in flight finish,
+        and cut whatever is left after ``close_timeout`` seconds."""
+        if self.closing:
+            if self._closed is not None:
+                await self._closed.wait()
+            return
+        self.closing = True
+        for stop in self._listeners:
+            stop()
+        self._listeners.clear()
+        if self.connections:
+            self._idle = anyio.Event()
+            for connection in list(self.connections):
+                connection.shutdown()
+            with anyio.move_on_after(self.options.close_timeout):
+                await self._idle.wait()
+            for connection in list(self.connections):
+                connection.conn.shutdown()
+                connection.abort()
+        if self._closed is not None:
+            self._closed.set()
+
+    # -- TLS -------------------------------------------------------------------
+
+    def update_secure_context(self, **tls_options: Any) -> None:
+        """Swap certificates (``key=``, ``cert=``, ``ca=``, ``sni_options=``...):
+        new connections use them at once, open ones keep theirs."""
+        self.tls.update(**tls_options)
+        self.protocol_config = effective_config(self._config, self.tls.available)
+
+    # -- reverse DNS -----------------------------------------------------------
+
+    async def reverse_lookup(self, address: str) -> str | None:
+        with anyio.move_on_after(self.options.reverse_lookup_timeout):
+            try:
+                resolver = self.options.resolver
+                if resolver is not None:
+                    result = resolver(address)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return str(result) if result else None
+                host, _ = await anyio.getnameinfo((address, 0), socket.NI_NAMEREQD)
+                return host or None
+            except (OSError, ValueError, UnicodeError):
+                return None
+            except Exception:
+                self.logger.exception("resolver failed for %s", address)
+                return None
+        return None
+
+    @property
+    def listening(self) -> Sequence[Address]:
+        return tuple(self.addresses)
