@@ -43,6 +43,7 @@ from smtp_proto import (
     Session,
     StartTLS,
     State,
+    TLSInfo,
 )
 
 from ._dispatch import Outcome, answer, failed, succeeded
@@ -58,22 +59,27 @@ if TYPE_CHECKING:
 __all__ = ["Connection"]
 
 _PRE_GREETING_LIMIT = 64 * 1024
+_FINAL_FLUSH = 5.0
 
 
 class Connection:
     """One client: a :class:`ServerConnection` plus its handlers and timers."""
 
-    def __init__(self, server: SMTPServer, io: ConnectionIO, *, secure: bool = False) -> None:
+    def __init__(
+        self, server: SMTPServer, io: ConnectionIO, *,
+        handshake: bool = False, tls: TLSInfo | None = None,
+    ) -> None:
+        """``handshake``: implicit TLS still to negotiate; ``tls``: already done."""
         self.server = server
         self.io = io
-        self.implicit_tls = secure
+        self.implicit_tls = handshake
         remote = io.remote or (None, None)
         local = io.local or (None, None)
         self.conn = ServerConnection(
             server.protocol_config,
             remote_address=remote[0], remote_port=remote[1],
             local_address=local[0], local_port=local[1],
-            session_id=secrets.token_hex(8),
+            session_id=secrets.token_hex(8), tls=tls,
         )
         self.session: Session = self.conn.session
         self.log: logging.Logger = server.logger
@@ -342,6 +348,10 @@ class Connection:
                 self.io.start(self, tg)
                 if await self._setup():
                     await self._watch()
+                # Send the last replies (a 221, a 421) before the reader task
+                # is cancelled: it may be in the middle of sending them.
+                with anyio.move_on_after(_FINAL_FLUSH):
+                    await self.io.flush()
                 tg.cancel_scope.cancel()
         finally:
             self._finished = True

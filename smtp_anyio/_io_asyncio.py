@@ -39,9 +39,8 @@ def normalise_address(addr: object) -> tuple[str, int] | None:
 class AsyncioIO(asyncio.Protocol):
     """One accepted connection. ``on_made`` builds the driver for it."""
 
-    def __init__(self, on_made: Callable[[AsyncioIO], Feeder], paused: bool) -> None:
+    def __init__(self, on_made: Callable[[AsyncioIO], Feeder]) -> None:
         self._on_made = on_made
-        self._start_paused = paused
         self._transport: asyncio.Transport | None = None
         self._driver: Feeder | None = None
         self._write_paused = False
@@ -50,6 +49,8 @@ class AsyncioIO(asyncio.Protocol):
         self._closed = False
         self.remote: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
+        self.tls: TLSInfo | None = None
+        """Implicit TLS: the loop finished the handshake before ``connection_made``."""
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -57,10 +58,10 @@ class AsyncioIO(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        if self._start_paused:
-            transport.pause_reading()  # implicit TLS: the handshake comes first
         self.remote = normalise_address(transport.get_extra_info("peername"))
         self.local = normalise_address(transport.get_extra_info("sockname"))
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.tls = tls_info(ssl_object) if ssl_object is not None else None
         self._driver = self._on_made(self)
 
     def data_received(self, data: bytes) -> None:

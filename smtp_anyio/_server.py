@@ -153,11 +153,14 @@ class SMTPServer:
         loop = asyncio.get_running_loop()
 
         def made(io: AsyncioIO) -> Connection:
-            return self._adopt(Connection(self, io, secure=implicit))
+            return self._adopt(Connection(self, io, tls=io.tls))
 
+        # Implicit TLS: the loop does the handshake with the stable front
+        # context, which follows update_secure_context() (see TLSContexts).
         server = await loop.create_server(
-            lambda: AsyncioIO(made, paused=implicit), host, port,
-            reuse_address=True, backlog=1024,
+            lambda: AsyncioIO(made), host, port, reuse_address=True, backlog=1024,
+            ssl=self.tls.context if implicit else None,
+            ssl_handshake_timeout=self.options.socket_timeout if implicit else None,
         )
         self._listeners.append(server.close)
         sockname = server.sockets[0].getsockname()
@@ -170,7 +173,7 @@ class SMTPServer:
         scope = anyio.CancelScope()
 
         async def handle(stream: ByteStream) -> None:
-            connection = self._adopt(Connection(self, StreamIO(stream), secure=implicit))
+            connection = self._adopt(Connection(self, StreamIO(stream), handshake=implicit))
             await connection.run()
 
         async def accept_loop() -> None:

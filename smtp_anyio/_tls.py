@@ -120,10 +120,16 @@ class TLSContexts:
 
     :meth:`update` swaps them atomically: handshakes that start afterwards
     use the new certificates, established connections keep theirs.
+
+    Listeners are given one stable *front* context (asyncio binds a context
+    to a listening socket for good); its server-name callback, which OpenSSL
+    calls on every ClientHello, with or without SNI, moves each handshake to
+    the current default or per-name context.
     """
 
     def __init__(self, config: TLSConfig) -> None:
         self._config = config
+        self._front: ssl.SSLContext | None = None
         self._default: ssl.SSLContext | None = None
         self._sni: dict[str, ssl.SSLContext] = {}
         if config.configured:
@@ -135,14 +141,14 @@ class TLSContexts:
 
     @property
     def available(self) -> bool:
-        return self._default is not None
+        return self._front is not None
 
     @property
     def context(self) -> ssl.SSLContext:
-        """The context to wrap new connections with."""
-        if self._default is None:
+        """The context to start every handshake with."""
+        if self._front is None:
             raise RuntimeError("TLS is not configured (no key/cert or tls_context)")
-        return self._default
+        return self._front
 
     def update(self, **changes: object) -> None:
         """Apply new TLS options (``key=``, ``cert=``, ``sni_options=``, ...)."""
@@ -160,28 +166,22 @@ class TLSContexts:
                 sni[name.lower().rstrip(".")] = config.replace(
                     sni_options=None, tls_context=None, **options
                 ).build()
-        if default is not config.tls_context or default.sni_callback is None:
-            default.sni_callback = self._select
-        for ctx in sni.values():
-            if ctx.sni_callback is None:
-                ctx.sni_callback = self._record
         self._default, self._sni = default, sni
-
-    def _record(
-        self, sslobj: ssl.SSLObject | ssl.SSLSocket, servername: str | None,
-        ctx: ssl.SSLContext,
-    ) -> None:
-        setattr(sslobj, _SERVERNAME_ATTR, servername)
+        if self._front is None:
+            self._front = default
+            if default is not config.tls_context or default.sni_callback is None:
+                default.sni_callback = self._select
 
     def _select(
         self, sslobj: ssl.SSLObject | ssl.SSLSocket, servername: str | None,
         ctx: ssl.SSLContext,
     ) -> None:
         setattr(sslobj, _SERVERNAME_ATTR, servername)
-        if servername:
-            chosen = self._sni.get(servername.lower().rstrip("."))
-            if chosen is not None:
-                sslobj.context = chosen
+        chosen = self._sni.get(servername.lower().rstrip(".")) if servername else None
+        if chosen is None:
+            chosen = self._default
+        if chosen is not None and chosen is not sslobj.context:
+            sslobj.context = chosen
 
 
 def _standard_name(name: str | None) -> str | None:

@@ -45,9 +45,13 @@ class Envelope:
         return self.mail_from.envid if self.mail_from else None
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class Session:
-    """Connection-wide state, readable at any time from ``conn.session``."""
+    """Connection-wide state, readable at any time from ``conn.session``.
+
+    Not slotted on purpose: applications attach their own attributes to the
+    session, as smtp-server users do.
+    """
 
     id: str = ""
     remote_address: str | None = None

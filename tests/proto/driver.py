@@ -52,7 +52,9 @@ class Result:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-def drain(conn: ServerConnection, decide: Decide = accept_all, result: Result | None = None) -> Result:
+def drain(
+    conn: ServerConnection, decide: Decide = accept_all, result: Result | None = None
+) -> Result:
     result = result if result is not None else Result()
     while True:
         try:
