@@ -49,6 +49,7 @@ from smtp_proto import (
 from ._dispatch import Outcome, answer, failed, succeeded
 from ._errors import MessageAbortedError, SMTPError
 from ._stream import MessageStream
+from ._syncstream import BlockingMessageStream
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -86,7 +87,7 @@ class Connection:
         self._tg: TaskGroup | None = None
         self._paused: set[str] = set()
         self._busy: object = None          # what blocks the pump (a decision, TLS)
-        self._stream: MessageStream | None = None
+        self._stream: MessageStream | BlockingMessageStream | None = None
         self._data_outcome: Outcome | None = None
         self._data_done = False
         self._finished = False
@@ -205,11 +206,14 @@ class Connection:
 
     async def _job_wrapper(self, job: Awaitable[None]) -> None:
         await job
+        self._unblock()
+        self._pump()
+        await self.io.flush()
+
+    def _unblock(self) -> None:
         self._busy = None
         self.last_activity = time.monotonic()
         self._resume("busy")
-        self._pump()
-        await self.io.flush()
 
     async def _await_decision(self, event: Event, result: Awaitable[object]) -> None:
         try:
@@ -228,20 +232,26 @@ class Connection:
         if handler is None:
             self._stream = None
             return
-        if not self.server.handler_data_is_async:
-            # A plain function reads the finished message: nothing to throttle.
-            self._stream = MessageStream(throttle=False)
-            return
-        self._stream = MessageStream(on_drained=lambda: self._resume("stream"))
+        stream: MessageStream | BlockingMessageStream
         if self.server.handler_data_is_async:
-            assert self._tg is not None
-            self._tg.start_soon(self._run_on_data, self._stream)
+            stream = MessageStream(on_drained=lambda: self._resume("stream"))
+        else:
+            # A plain function reads with blocking calls: it runs in a worker
+            # thread, and tells the loop from there when it has caught up.
+            stream = BlockingMessageStream(
+                on_drained=lambda: anyio.from_thread.run_sync(self._resume, "stream"))
+        self._stream = stream
+        assert self._tg is not None
+        self._tg.start_soon(self._run_on_data, stream)
 
-    async def _run_on_data(self, stream: MessageStream) -> None:
+    async def _run_on_data(self, stream: MessageStream | BlockingMessageStream) -> None:
         handler = self.server.handler_data
         assert handler is not None
         try:
-            result = handler(stream, self.session)
+            if isinstance(stream, BlockingMessageStream):
+                result = await anyio.to_thread.run_sync(handler, stream, self.session)
+            else:
+                result = handler(stream, self.session)
             if inspect.isawaitable(result):
                 result = await result
             outcome: Outcome | None = succeeded(result)
@@ -256,8 +266,14 @@ class Connection:
         self._data_outcome = outcome
         self._data_done = True
         waiting = self._busy
-        if isinstance(waiting, _WaitForData):
-            waiting.done.set()
+        if isinstance(waiting, _AwaitingData):
+            # The message is complete and its decision waits for us: answer
+            # it here rather than waking another task.
+            self._end_message()
+            answer(self.conn, waiting.event, outcome or succeeded(), self.log)
+            self._unblock()
+            self._pump()
+            await self.io.flush()
 
     def _complete_message(self, event: Event) -> None:
         stream = self._stream
@@ -266,33 +282,12 @@ class Connection:
             self.conn.accept()
             return
         stream.end()
-        if not self.server.handler_data_is_async:
-            # A plain function gets the complete message at once.
-            self._end_message()
-            self._decide_sync_data(event, stream)
-            return
         if self._data_done:
             self._end_message()
             answer(self.conn, event, self._data_outcome or succeeded(), self.log)
             return
-        self._run(self._wait_for_data(event))
-
-    def _decide_sync_data(self, event: Event, stream: MessageStream) -> None:
-        handler = self.server.handler_data
-        assert handler is not None
-        try:
-            outcome = succeeded(handler(stream, self.session))
-        except Exception as exc:
-            outcome = failed(exc)
-        answer(self.conn, event, outcome, self.log)
-
-    async def _wait_for_data(self, event: Event) -> None:
-        waiter = _WaitForData()
-        self._busy = waiter
-        if not self._data_done:
-            await waiter.wait()
-        self._end_message()
-        answer(self.conn, event, self._data_outcome or succeeded(), self.log)
+        self._busy = _AwaitingData(event)
+        self._pause("busy")
 
     def _abort_message(self, event: MessageAborted) -> None:
         if self._stream is not None:
@@ -504,16 +499,13 @@ class Connection:
             self._stream.abort("connection_lost")
             self._stream = None
         self._wake()
-        waiting = self._busy
-        if isinstance(waiting, _WaitForData):
-            waiting.done.set()
 
 
-class _WaitForData:
-    """The pump waits for ``on_data`` to return before answering the message."""
+class _AwaitingData:
+    """What blocks the pump while ``on_data`` has yet to return for a
+    complete message; the ``on_data`` task answers ``event`` itself."""
 
-    def __init__(self) -> None:
-        self.done = anyio.Event()
+    __slots__ = ("event",)
 
-    async def wait(self) -> None:
-        await self.done.wait()
+    def __init__(self, event: Event) -> None:
+        self.event = event

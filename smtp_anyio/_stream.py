@@ -31,9 +31,7 @@ class MessageStream:
     a handler that stores as it reads must then discard what it stored.
     """
 
-    def __init__(
-        self, on_drained: Callable[[], None] | None = None, *, throttle: bool = True
-    ) -> None:
+    def __init__(self, on_drained: Callable[[], None] | None = None) -> None:
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._wakeup: anyio.Event | None = None
@@ -41,7 +39,6 @@ class MessageStream:
         self._aborted: str | None = None
         self._on_drained = on_drained
         self._throttled = False
-        self._throttle = throttle
         self.byte_length = 0
         self.size_exceeded = False
 
@@ -53,7 +50,7 @@ class MessageStream:
         self._buffered += len(data)
         self.byte_length += len(data)
         self._wake()
-        if self._throttle and self._buffered > HIGH_WATER:
+        if self._buffered > HIGH_WATER:
             self._throttled = True
         return self._throttled
 

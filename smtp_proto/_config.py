@@ -133,7 +133,9 @@ class ServerConfig:
         for opt in ("size", "max_recipients", "max_auth_failures",
                     "max_allowed_unauthenticated_commands", "max_invalid_commands"):
             value = getattr(self, opt)
-            if value is not None and (not isinstance(value, int) or value < 0):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 0
+            ):
                 raise ValueError(f"{opt} must be a non-negative integer or None")
         if self.size == 0:
             set_(self, "size", None)
@@ -151,6 +153,11 @@ class ServerConfig:
     @property
     def enhanced_status_codes(self) -> bool:
         return not self.hide_enhancedstatuscodes
+
+    @property
+    def smtputf8(self) -> bool:
+        """SMTPUTF8 is offered; RFC 6531 section 3.1 makes it depend on 8BITMIME."""
+        return not self.hide_smtputf8 and not self.hide_8bitmime
 
     @property
     def auth_enabled(self) -> bool:

@@ -284,12 +284,14 @@ class ServerConnection(_Commands):
             del buf[: end + 1]
             self._skipping = False
             return _TOO_LONG
+        # _line_limit() is never below max_command_length: skip it for short lines.
+        base = self.config.max_command_length
         if end < 0:
-            if len(buf) > self._line_limit():
+            if len(buf) > base and len(buf) > self._line_limit():
                 buf.clear()
                 self._skipping = True
             return None
-        if end + 1 > self._line_limit():
+        if end + 1 > base and end + 1 > self._line_limit():
             del buf[: end + 1]
             return _TOO_LONG
         stop = end - 1 if end and buf[end - 1] == 0x0D else end
@@ -324,30 +326,36 @@ class ServerConnection(_Commands):
     def _step_data(self) -> Sentinel | None:
         body = self._body
         assert body is not None
-        raw, finished = body.take(self._buf)
-        if raw:
+        data, finished = body.read(self._buf)
+        if data:
             if (self.config.bare_line_endings == "reject" and not self._bare
-                    and has_bare_line_ending(raw)):
+                    and has_bare_line_ending(data)):
                 self._bare = True
-            data = body.unstuff(raw)
             self._count_body(data)
         if finished:
             self._state = State.COMMAND
             self._body = None
             self._finish_message()
             return None
-        if raw:
+        if data:
             return None
         return self._starved()
 
     def _count_body(self, data: bytes) -> None:
+        # Which bytes go out as DataChunks must not depend on how the input
+        # was split: so exactly the first ``size`` bytes, and with
+        # bare_line_endings="reject" everything (the verdict comes at the end).
         if not data:
             return
-        self._msg_size += len(data)
+        before = self._msg_size
+        self._msg_size = before + len(data)
         limit = self.config.size
         if limit is not None and self._msg_size > limit:
             self._exceeded = True
-        if not self._exceeded and not self._bare and self._msg_open:
+            if before >= limit:
+                return
+            data = data[: limit - before]
+        if self._msg_open:
             self._events.append(DataChunk(data))
 
     def _step_bdat(self) -> Sentinel | None:
@@ -356,8 +364,12 @@ class ServerConnection(_Commands):
             if not buf:
                 return self._starved()
             take = min(self._bdat_remaining, len(buf))
-            chunk = bytes(buf[:take])
-            del buf[:take]
+            if take == len(buf):
+                chunk = bytes(buf)
+                buf.clear()
+            else:
+                chunk = bytes(buf[:take])
+                del buf[:take]
             self._bdat_remaining -= take
             if self._bdat_error is None:
                 self._count_body(chunk)
@@ -572,7 +584,7 @@ class ServerConnection(_Commands):
             ext.append("PIPELINING")
         if not cfg.hide_8bitmime:
             ext.append("8BITMIME")
-        if not cfg.hide_smtputf8:
+        if cfg.smtputf8:
             ext.append("SMTPUTF8")
         if cfg.enhanced_status_codes:
             ext.append("ENHANCEDSTATUSCODES")

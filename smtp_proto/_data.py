@@ -21,6 +21,11 @@ __all__ = ["DotBody", "has_bare_line_ending"]
 
 _END = b"\r\n.\r\n"
 _TAILS = (_END[:4], _END[:3], _END[:2], _END[:1])
+_DOT_LINE = _END[:3]
+_CRLF = _END[:2]
+# Look for the end marker among the pieces in Python while dot lines are
+# at most one per this many bytes; above, bytes.find() is cheaper.
+_SPARSE = 256
 
 
 def has_bare_line_ending(raw: bytes) -> bool:
@@ -41,34 +46,52 @@ class DotBody:
         buf[0:0] = b"\r\n"
         self._virtual = True
 
-    def take(self, buf: bytearray) -> tuple[bytes, bool]:
+    def read(self, buf: bytearray) -> tuple[bytes, bool]:
         """Consume what can be decided from ``buf``.
 
-        Returns ``(raw, finished)``: ``raw`` is still dot-stuffed (pass it to
-        :meth:`unstuff`) and ``finished`` says the end marker was consumed.
+        Returns ``(data, finished)``: ``data`` is unstuffed message bytes and
+        ``finished`` says the end marker was consumed. Unless finished, what
+        stays in ``buf`` is at most a four-byte start of an end marker.
         """
-        end = buf.find(_END)
-        if end >= 0:
-            raw = bytes(buf[: end + 2])
-            del buf[: end + 5]
-            finished = True
+        size = cut = len(buf)
+        for tail in _TAILS:
+            if buf.endswith(tail):
+                # Keep back a possible start of the end marker, unless a whole
+                # marker ends inside it (``CRLF . CRLF .``, ``... CRLF`` at the end).
+                if not buf.endswith(_END, 0, size - len(tail) + 2):
+                    cut = size - len(tail)
+                break
+        if cut == 0:
+            return b"", False
+        if cut == size:
+            raw = bytes(buf)
         else:
-            cut = len(buf)
-            for tail in _TAILS:
-                if buf.endswith(tail):
-                    cut -= len(tail)
+            with memoryview(buf) as view:
+                raw = view[:cut].tobytes()
+        # One search pass: every CRLF "." starts a dot-stuffed line or the end
+        # marker. Without one, ``pieces`` is ``[raw]`` and nothing is copied.
+        pieces = raw.split(_DOT_LINE)
+        last = len(pieces) - 1
+        end = 0  # index of the piece that follows the end marker
+        if last * _SPARSE <= cut:
+            for i in range(1, last + 1):
+                piece = pieces[i]
+                if piece.startswith(_CRLF) or (not piece and i < last):
+                    end = i
                     break
-            if cut == 0:
-                return b"", False
-            raw = bytes(buf[:cut])
+        else:  # many dot lines: cheaper to look for the marker in C
+            at = raw.find(_END)
+            if at >= 0:
+                end = raw.count(_DOT_LINE, 0, at) + 1
+        if end:
+            del pieces[end:]
+            pieces.append(b"")
+            data = _CRLF.join(pieces)
+            del buf[: len(data) + end + 2]
+        else:
+            data = _CRLF.join(pieces)
             del buf[:cut]
-            finished = False
-        return raw, finished
-
-    def unstuff(self, raw: bytes) -> bytes:
-        """Remove the leading dot of every line, and the virtual first CRLF."""
-        data = raw.replace(b"\r\n.", b"\r\n")
         if self._virtual and data:
             self._virtual = False
-            return data[2:]
-        return data
+            data = data[2:]
+        return data, bool(end)

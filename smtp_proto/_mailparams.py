@@ -46,7 +46,7 @@ def _split_command_arg(arg: str, keyword: str, sender: bool) -> tuple[str, str]:
 def parse_mail(arg: str, cfg: ServerConfig, *, secure: bool) -> MailFrom:
     """``FROM:<path> [params]`` (the text after ``MAIL ``)."""
     path, rest = _split_command_arg(arg, "FROM:", sender=True)
-    params = parse_params(rest, utf8=not cfg.hide_smtputf8)
+    params = parse_params(rest, utf8=cfg.smtputf8)
     size: int | None = None
     body: Literal["7BIT", "8BITMIME", "BINARYMIME"] | None = None
     ret: Literal["FULL", "HDRS"] | None = None
@@ -75,7 +75,7 @@ def parse_mail(arg: str, cfg: ServerConfig, *, secure: bool) -> MailFrom:
                 raise _unsupported(f"BODY={kind}")
             else:
                 raise AddressError(501, "5.5.4", "Error: BODY must be 7BIT or 8BITMIME")
-        elif key == "SMTPUTF8" and not cfg.hide_smtputf8:
+        elif key == "SMTPUTF8" and cfg.smtputf8:
             _flag(params, key)
             smtputf8 = True
         elif key == "REQUIRETLS" and not cfg.hide_requiretls:
