@@ -103,16 +103,16 @@ class _Commands(_Base):
     def _cmd_hello(self, verb: str, arg: str) -> None:
         lmtp = self.config.lmtp
         if lmtp != (verb == "LHLO"):
+            # RFC 2034: no enhanced code in any reply to HELO/EHLO.
             text = (f"Error: {verb} not allowed in LMTP server" if lmtp
                     else "Error: command not recognized")
-            self._error(500, "5.5.1" if lmtp else "5.5.2", text)
+            self._error(500, None if lmtp else "5.5.2", text)
             return
         host = arg.strip()
         if not host or " " in host:
             # RFC 2034: no enhanced code in any reply to HELO/EHLO.
             self._error(501, None, f"Error: syntax: {verb} hostname")
             return
-        self._abort_message("reset")
         self._events.append(Hello(verb, host))  # type: ignore[arg-type]
 
     # -- simple commands -----------------------------------------------------
@@ -132,8 +132,9 @@ class _Commands(_Base):
         if self._no_args(verb, arg):
             return
         self._reply(221, "Bye", "2.0.0")
+        self._abort_message("quit")
         self._events.append(Quit())
-        self._close("quit", abort_reason="quit")
+        self._close("quit")
 
     def _cmd_help(self, verb: str, arg: str) -> None:
         self._reply(214, "See https://tools.ietf.org/html/rfc5321 for details", "2.0.0")
@@ -144,7 +145,7 @@ class _Commands(_Base):
             return
         # RFC 5321 section 3.5.3: 252 when we will not verify.
         self._reply(252, "Cannot VRFY user, but will accept message and attempt delivery",
-                    "2.1.5")
+                    "2.0.0")
 
     def _cmd_expn(self, verb: str, arg: str) -> None:
         self._reply(502, "Error: EXPN not implemented", "5.5.1")

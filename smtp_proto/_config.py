@@ -66,14 +66,23 @@ class ServerConfig:
     connection closes."""
 
     hide_starttls: bool = False
+    """Leave STARTTLS out of EHLO (the command still works unless disabled)."""
     hide_pipelining: bool = False
+    """Leave PIPELINING out of EHLO (pipelined input is still answered in order)."""
     hide_enhancedstatuscodes: bool = False
+    """Leave ENHANCEDSTATUSCODES out of EHLO and every RFC 3463 code out of replies."""
     hide_8bitmime: bool = False
+    """Leave out 8BITMIME (and with it SMTPUTF8, which RFC 6531 ties to it);
+    ``BODY=8BITMIME`` is then refused with 555."""
     hide_smtputf8: bool = False
+    """Leave out SMTPUTF8: non-ASCII addresses get 553 5.6.7."""
     hide_size: bool = False
     """Advertise ``SIZE`` without its number; the limit is still enforced."""
     hide_dsn: bool = True
+    """DSN (RFC 3461) is opt-in: advertising it promises delivery status
+    notifications downstream. Hidden, RET/ENVID/NOTIFY/ORCPT get 555."""
     hide_requiretls: bool = True
+    """REQUIRETLS (RFC 8689) is opt-in and only ever offered over TLS."""
     hide_chunking: bool = False
     """Leave out CHUNKING and BINARYMIME (and refuse BDAT as not implemented)."""
     disabled_commands: Collection[str] = frozenset()
@@ -93,11 +102,14 @@ class ServerConfig:
     max_allowed_unauthenticated_commands: int | None = 10
     """Commands allowed before AUTH while authentication is required."""
     max_invalid_commands: int | None = 10
-    """Unrecognised or refused commands allowed in a session; the next one is
-    answered 421 and the connection closes."""
+    """Client errors tolerated: every 500, 501, 502, 503, 504 or 555 the core
+    sends counts, and an accepted message resets the count (as smtp-server).
+    The error after the limit is answered 421 and the connection closes."""
 
     use_xclient: bool = False
+    """Trust Postfix XCLIENT (the client is a proxy speaking for another)."""
     use_xforward: bool = False
+    """Trust Postfix XFORWARD (original-client attributes for logging)."""
     use_proxy: bool | Sequence[str] = False
     """Expect a PROXY protocol header: ``True`` from every peer, or a tuple of
     trusted peer addresses / networks (others are served directly)."""

@@ -11,7 +11,7 @@ than the four bytes that could be the start of an end marker, so memory is
 bounded by one network read whatever the message or line size.
 
 To make the first line behave like every other one, the connection puts a
-virtual CRLF in front of the body (``begin_dot_body``); the first chunk
+virtual CRLF in front of the body (``DotBody.__init__``); the first chunk
 returned drops it again.
 """
 

@@ -211,9 +211,9 @@ class MessageAborted(Event):
     """The message started by ``MessageStart`` will not complete.
 
     ``reason`` is one of ``"size_exceeded"``, ``"bare_line_ending"``,
-    ``"reset"``, ``"connection_lost"``, ``"shutdown"``, ``"quit"`` or
-    ``"bdat_error"``. When the core itself refused the message (the first two)
-    it has already queued the error reply. The bytes seen so far must be
+    ``"reset"``, ``"connection_lost"``, ``"shutdown"`` or ``"quit"``. When
+    the core itself refused the message (the first two) it has already
+    queued the error reply. The bytes seen so far must be
     discarded: a message is delivered only on ``MessageComplete``.
     """
 

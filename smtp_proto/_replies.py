@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["DEFAULT_ENHANCED", "check_reply_code", "default_enhanced", "format_reply"]
+__all__ = [
+    "DEFAULT_ENHANCED", "check_enhanced", "check_reply_code", "default_enhanced", "format_reply",
+]
 
 DEFAULT_ENHANCED: dict[int, str] = {
     211: "2.0.0",
@@ -59,6 +61,13 @@ def check_reply_code(code: int, allowed: str) -> None:
     digit is in ``allowed``."""
     if not isinstance(code, int) or not 200 <= code <= 599 or str(code)[0] not in allowed:
         raise ValueError(f"reply code {code!r} not allowed here (need {allowed}xx)")
+
+
+def check_enhanced(code: int, enhanced: str | None) -> None:
+    """Raise ``ValueError`` unless ``enhanced`` is None or an RFC 3463 code
+    of the same class as ``code``."""
+    if enhanced is not None and not _valid_enhanced(code, enhanced):
+        raise ValueError(f"enhanced code {enhanced!r} does not fit reply {code}")
 
 
 def _valid_enhanced(code: int, enhanced: str) -> bool:

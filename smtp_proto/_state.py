@@ -145,13 +145,22 @@ class _Base:
 
     def _per_recipient(self, code: int, text: str, enhanced: str | None) -> None:
         """The final reply to a message: once, or in LMTP once per recipient."""
-        count = len(self.session.envelope.rcpt_to) if self.config.lmtp else 1
+        # A 421 ends the session: it is said once, not per recipient.
+        count = len(self.session.envelope.rcpt_to) if self.config.lmtp and code != 421 else 1
         for _ in range(max(count, 1)):
             self._reply(code, text, enhanced)
 
-    def _refuse_message(self, code: int, enhanced: str, text: str, reason: str) -> None:
+    def _refuse_message(
+        self, code: int, enhanced: str, text: str, reason: str, final: bool
+    ) -> None:
+        """The core refuses the message. ``final``: this is the answer to the
+        end of the body (one per recipient in LMTP); a non-LAST BDAT chunk
+        gets exactly one reply (RFC 3030 section 2, RFC 2033 section 4.2)."""
         size = self._msg_size
-        self._per_recipient(code, text, enhanced)
+        if final:
+            self._per_recipient(code, text, enhanced)
+        else:
+            self._reply(code, text, enhanced)
         self._msg_open = False
         self._events.append(MessageAborted(reason, size))
         self._end_transaction()

@@ -296,7 +296,7 @@ def test_auth_before_hello() -> None:
 def test_auth_after_helo_is_fine() -> None:
     conn = ready(auth_config(), hello=cmd("HELO c.example"))
     assert talk(conn, cmd(f"AUTH PLAIN {PLAIN_ALICE}")).codes == [235]
-    assert conn.session.transmission_type == "SMTPA"
+    assert conn.session.user == "alice"
 
 
 @pytest.mark.parametrize(
@@ -421,6 +421,16 @@ def test_xoauth2_error_challenge_counts_towards_the_limit() -> None:
     result = talk(conn, cmd(""))
     assert result.codes == [535, 421]
     assert isinstance(result.error, RemoteProtocolError)
+
+
+def test_xoauth2_error_challenge_acknowledged_with_an_over_long_line() -> None:
+    conn = authed()
+    talk(conn, cmd(f"AUTH XOAUTH2 {XOAUTH2_ALICE}"),
+         by_type({AuthAttempt: lambda c, _e: c.reject(535, challenge="{}")}))
+    result = talk(conn, cmd(b"A" * 13000, "NOOP"))
+    assert result.replies == ["535 5.7.8 Error: authentication credentials invalid",
+                              "250 2.0.0 OK"]
+    assert conn.session.auth_failures == 1
 
 
 @pytest.mark.parametrize("mechanism_line", [f"AUTH PLAIN {PLAIN_ALICE}",
