@@ -31,7 +31,9 @@ def main() -> int:
     results = {
         "ruff": step("ruff", [PY, "-m", "ruff", "check", "."]),
         "mypy": step("mypy", [PY, "-m", "mypy", "--strict", *PACKAGES]),
-        "pytest": step("pytest", [PY, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider"]),
+        "pytest": step(
+            "pytest", [PY, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider"]
+        ),
     }
     if importlib.util.find_spec("atheris") is not None:
         results["fuzz"] = step("fuzz", [PY, "fuzz/fuzz_core.py", "--seconds", fuzz_seconds])
