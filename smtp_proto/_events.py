@@ -134,6 +134,11 @@ class AuthAttempt(Event):
     challenge: str | None = None
     response: str | None = field(default=None, repr=False)
 
+    @property
+    def method(self) -> str:
+        """smtp-server's name for :attr:`mechanism`."""
+        return self.mechanism
+
     def validate_password(self, password: str | bytes) -> bool:
         """CRAM-MD5: does ``password`` produce the client's response?"""
         if self.challenge is None or self.response is None:
@@ -162,6 +167,11 @@ class MailFrom(Event):
     envid: str | None = None
     auth: str | None = None
 
+    @property
+    def args(self) -> Mapping[str, str | None]:
+        """smtp-server's name for :attr:`params`."""
+        return self.params
+
 
 @dataclass(frozen=True, slots=True)
 class RcptTo(Event):
@@ -171,6 +181,11 @@ class RcptTo(Event):
     params: Mapping[str, str | None] = field(default_factory=dict)
     notify: tuple[str, ...] | None = None
     orcpt: str | None = None
+
+    @property
+    def args(self) -> Mapping[str, str | None]:
+        """smtp-server's name for :attr:`params`."""
+        return self.params
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,11 @@ class Envelope:
     def dsn_envid(self) -> str | None:
         return self.mail_from.envid if self.mail_from else None
 
+    @property
+    def dsn(self) -> dict[str, str | None]:
+        """smtp-server's ``envelope.dsn``: ``{"ret": ..., "envid": ...}``."""
+        return {"ret": self.dsn_ret, "envid": self.dsn_envid}
+
 
 @dataclass(eq=False)
 class Session:
@@ -79,6 +84,11 @@ class Session:
     early_talker: bool = False
     """The client sent bytes before the greeting."""
     lmtp: bool = False
+
+    @property
+    def tls_info(self) -> TLSInfo | None:
+        """smtp-server's ``tlsOptions``: the same object as :attr:`tls`."""
+        return self.tls
 
     @property
     def servername(self) -> str | None:
