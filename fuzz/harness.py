@@ -19,6 +19,7 @@ Replay one file, printing the conversation::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import sys
@@ -218,9 +219,13 @@ class Setup:
     eof_at_end: bool
     replay: str
 
-    def connection(self) -> ServerConnection:
+    def connection(self, *, fresh: bool = False) -> ServerConnection:
+        """The connection; ``fresh`` gives it its own CRAM-MD5 challenge sequence."""
+        config = self.config
+        if fresh:
+            config = dataclasses.replace(config, cram_md5_challenge=_cram_challenges())
         return ServerConnection(
-            self.config, remote_address=self.remote_address, remote_port=2525,
+            config, remote_address=self.remote_address, remote_port=2525,
             local_address="192.0.2.25", local_port=25, session_id="fuzz",
             tls=_TLS if self.implicit_tls else None, expect_proxy=self.expect_proxy,
         )
@@ -326,11 +331,15 @@ def encode_input(
     if isinstance(steps, bytes):
         steps = [("data", steps)]
     conv = bytearray()
+    previous = ""
     for kind, data in steps:
         if kind == "data":
+            if previous == "data":
+                conv += _MARKER_BYTES["split"]
             conv += data.replace(b"\xff", b"\xff\xff")
         else:
             conv += _MARKER_BYTES[kind]
+        previous = kind
     names = [name for name, _ in CONFIG_FIELDS]
     unknown = set(config) - set(names)
     if unknown:
@@ -444,7 +453,7 @@ class Driver:
         if self.cfg.hide_enhancedstatuscodes:
             for _, lines in replies:
                 for line in lines:
-                    if _ENHANCED_PREFIX.match(line, 4):
+                    if _ENHANCED_PREFIX.match(line[4:]):  # (atheris' regex hook: no pos)
                         raise InvariantError(f"enhanced code although hidden: {line!r}")
         if self.trace is not None:
             self.trace(f"S: {data!r}")
@@ -889,7 +898,7 @@ class Driver:
 
     def replay(self) -> None:
         """Same bytes, another split, same answers: same events and replies."""
-        conn = self.setup.connection()
+        conn = self.setup.connection(fresh=True)
         answers: Iterator[Answer] = iter(self.answers)
         events: list[Event] = []
         out = bytearray()

@@ -110,7 +110,9 @@ def run_server(
 
 
 @contextlib.contextmanager
-def _run_sync(listeners: dict[str, dict[str, Any]], options: dict[str, Any]) -> Iterator[RunningServer]:
+def _run_sync(
+    listeners: dict[str, dict[str, Any]], options: dict[str, Any]
+) -> Iterator[RunningServer]:
     from smtp_sync import SMTPServer
 
     server = SMTPServer(**options)
