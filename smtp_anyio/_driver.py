@@ -143,9 +143,9 @@ class Connection:
                 if stream is not None and not self._data_done and stream.feed(event.data):
                     self._pause("stream")
             elif isinstance(event, RcptTo):
-                self._decide(event, server.handler_rcpt_to)
+                self._decide(event, server.handlers.rcpt_to)
             elif isinstance(event, MailFrom):
-                self._decide(event, server.handler_mail_from)
+                self._decide(event, server.handlers.mail_from)
             elif isinstance(event, MessageStart):
                 self._begin_message()
             elif isinstance(event, MessageComplete):
@@ -155,7 +155,7 @@ class Connection:
             elif isinstance(event, Hello):
                 conn.accept()
             elif isinstance(event, AuthAttempt):
-                self._decide(event, server.handler_auth)
+                self._decide(event, server.handlers.auth)
             elif isinstance(event, StartTLS):
                 self._begin_tls()
             elif isinstance(event, ProxyHeader):
@@ -228,12 +228,12 @@ class Connection:
         self.in_message = True
         self._data_outcome = None
         self._data_done = False
-        handler = self.server.handler_data
+        handler = self.server.handlers.data
         if handler is None:
             self._stream = None
             return
         stream: MessageStream | BlockingMessageStream
-        if self.server.handler_data_is_async:
+        if self.server.handlers.data_is_async:
             stream = MessageStream(on_drained=lambda: self._resume("stream"))
         else:
             # A plain function reads with blocking calls: it runs in a worker
@@ -245,7 +245,7 @@ class Connection:
         self._tg.start_soon(self._run_on_data, stream)
 
     async def _run_on_data(self, stream: MessageStream | BlockingMessageStream) -> None:
-        handler = self.server.handler_data
+        handler = self.server.handlers.data
         assert handler is not None
         try:
             if isinstance(stream, BlockingMessageStream):
@@ -324,7 +324,7 @@ class Connection:
         self.conn.tls_established(info)
         self.log.info("[%s] TLS established: %s %s", self.session.id, info.version, info.cipher)
         self._resume("tls")
-        handler = self.server.handler_secure
+        handler = self.server.handlers.secure
         if handler is not None:
             error = await self._call(handler, info, self.session)
             if error is not None:
@@ -354,8 +354,8 @@ class Connection:
                 self._stream.abort("connection_lost")
             with anyio.CancelScope(shield=True):
                 await self.io.aclose()
-                if server.handler_close is not None:
-                    await self._call(server.handler_close, self.session)
+                if server.handlers.close is not None:
+                    await self._call(server.handlers.close, self.session)
             server.forget(self)
 
     async def _setup(self) -> bool:
@@ -381,12 +381,12 @@ class Connection:
             name = await server.reverse_lookup(self.session.remote_address)
             if name:
                 self.session.client_hostname = name
-        if server.handler_connect is not None:
-            error = await self._call(server.handler_connect, self.session)
+        if server.handlers.connect is not None:
+            error = await self._call(server.handlers.connect, self.session)
             if error is not None:
                 return self._refuse(error)
-        if self.session.secure and server.handler_secure is not None and self.session.tls:
-            error = await self._call(server.handler_secure, self.session.tls, self.session)
+        if self.session.secure and server.handlers.secure is not None and self.session.tls:
+            error = await self._call(server.handlers.secure, self.session.tls, self.session)
             if error is not None:
                 return self._refuse(error)
         delay = server.early_talker_delay

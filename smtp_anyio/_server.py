@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -14,21 +13,20 @@ import anyio
 import sniffio
 from anyio.abc import ByteStream, TaskGroup
 
-from smtp_proto import AuthAttempt, MailFrom, RcptTo, ServerConfig, Session, TLSInfo
+from smtp_proto import AuthAttempt, MailFrom, RcptTo, Session, TLSInfo
 
+from ._base import ServerBase
 from ._driver import Connection
 from ._io_asyncio import AsyncioIO
 from ._io_stream import StreamIO
-from ._options import HANDLER_NAMES, effective_config, parse_options
 from ._stream import MessageStream
-from ._tls import TLSContexts
 
 __all__ = ["SMTPServer"]
 
 Address = tuple[str, int]
 
 
-class SMTPServer:
+class SMTPServer(ServerBase):
     """An SMTP/LMTP server on anyio: asyncio, uvloop or trio.
 
     Options are keyword arguments (see the configuration reference);
@@ -44,45 +42,12 @@ class SMTPServer:
     """
 
     def __init__(self, **options: Any) -> None:
-        config, tls, backend, handlers = parse_options(options)
-        self._config = config
-        self.options = backend
-        self.tls = TLSContexts(tls)
-        self.protocol_config: ServerConfig = effective_config(config, self.tls.available)
-        self.logger = backend.logger or logging.getLogger("smtp_anyio")
-        self.closing = False
+        super().__init__(SMTPServer, options, "smtp_anyio")
         self.connections: set[Connection] = set()
-        self.addresses: list[Address] = []
         self._tg: TaskGroup | None = None
         self._listeners: list[Callable[[], None]] = []
         self._idle: anyio.Event | None = None
         self._closed: anyio.Event | None = None
-        delay = backend.early_talker_delay
-        if delay is None:
-            delay = 0.1 if config.reject_early_talkers else 0.0
-        self.early_talker_delay = delay
-        resolved = {name: self._resolve_handler(name, handlers) for name in HANDLER_NAMES}
-        self.handler_connect = resolved["on_connect"]
-        self.handler_secure = resolved["on_secure"]
-        self.handler_auth = resolved["on_auth"]
-        self.handler_mail_from = resolved["on_mail_from"]
-        self.handler_rcpt_to = resolved["on_rcpt_to"]
-        self.handler_data = resolved["on_data"]
-        self.handler_close = resolved["on_close"]
-        self.handler_data_is_async = self.handler_data is not None and (
-            inspect.iscoroutinefunction(self.handler_data)
-            or inspect.iscoroutinefunction(type(self.handler_data).__call__)
-        )
-
-    def _resolve_handler(self, name: str, given: dict[str, object]) -> Callable[..., Any] | None:
-        """A keyword handler wins; else an overriding subclass method; else
-        ``None``, which selects the built-in behaviour without any call."""
-        handler = given.get(name)
-        if handler is not None:
-            return handler  # type: ignore[return-value]
-        if getattr(type(self), name) is not getattr(SMTPServer, name):
-            return getattr(self, name)  # type: ignore[no-any-return]
-        return None
 
     # -- handlers: override in a subclass or pass as keyword arguments ------
 
@@ -135,9 +100,7 @@ class SMTPServer:
         option for this listener. Call inside ``async with server:``."""
         if self._tg is None:
             raise RuntimeError("use `async with server:` before listen()")
-        implicit = self.options.secure if secure is None else secure
-        if implicit and not self.tls.available:
-            raise ValueError("an implicit-TLS listener needs key and cert (or tls_context)")
+        implicit = self.implicit_tls(secure)
         use_native = sniffio.current_async_library() == "asyncio" and not (
             implicit and self._config.use_proxy
         )
@@ -200,8 +163,7 @@ class SMTPServer:
             self._idle.set()
 
     def over_capacity(self) -> bool:
-        limit = self.options.max_clients
-        return limit is not None and len(self.connections) > limit
+        return self.at_capacity(len(self.connections))
 
     async def serve_forever(self) -> None:
         """Wait until :meth:`close` has finished."""
@@ -241,14 +203,6 @@ class SMTPServer:
         if self._closed is not None:
             self._closed.set()
 
-    # -- TLS -------------------------------------------------------------------
-
-    def update_secure_context(self, **tls_options: Any) -> None:
-        """Swap certificates (``key=``, ``cert=``, ``ca=``, ``sni_options=``...):
-        new connections use them at once, open ones keep theirs."""
-        self.tls.update(**tls_options)
-        self.protocol_config = effective_config(self._config, self.tls.available)
-
     # -- reverse DNS -----------------------------------------------------------
 
     async def reverse_lookup(self, address: str) -> str | None:
@@ -268,7 +222,3 @@ class SMTPServer:
                 self.logger.exception("resolver failed for %s", address)
                 return None
         return None
-
-    @property
-    def listening(self) -> Sequence[Address]:
-        return tuple(self.addresses)

@@ -1,0 +1,99 @@
+"""What both servers share and that does no I/O: options, TLS contexts,
+handler resolution, the connection registry's bookkeeping.
+
+``smtp_anyio.SMTPServer`` and ``smtp_sync.SMTPServer`` both derive from
+:class:`ServerBase`; they add listeners, connection drivers and the default
+handler methods (coroutines in one, plain functions in the other).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from smtp_proto import ServerConfig
+
+from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
+from ._tls import TLSContexts
+
+__all__ = ["Handlers", "ServerBase"]
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Handlers:
+    """The effective handlers; ``None`` selects the built-in behaviour, which
+    the drivers apply without calling anything (the fast path)."""
+
+    connect: Handler | None = None
+    secure: Handler | None = None
+    auth: Handler | None = None
+    mail_from: Handler | None = None
+    rcpt_to: Handler | None = None
+    data: Handler | None = None
+    close: Handler | None = None
+
+    @property
+    def data_is_async(self) -> bool:
+        handler = self.data
+        return handler is not None and (
+            inspect.iscoroutinefunction(handler)
+            or inspect.iscoroutinefunction(type(handler).__call__)
+        )
+
+    @classmethod
+    def resolve(cls, server: object, base: type, given: Mapping[str, object]) -> Handlers:
+        """A keyword handler wins, else a method that a subclass of ``base``
+        overrides, else ``None``."""
+        found: dict[str, Handler | None] = {}
+        for name in HANDLER_NAMES:
+            handler = given.get(name)
+            if handler is None and getattr(type(server), name) is not getattr(base, name):
+                handler = getattr(server, name)
+            found[name.removeprefix("on_")] = handler  # type: ignore[assignment]
+        return cls(**found)
+
+
+class ServerBase:
+    """Options, TLS and bookkeeping common to the async and threaded servers."""
+
+    def __init__(self, base: type, options: Mapping[str, Any], logger_name: str) -> None:
+        config, tls, backend, handlers = parse_options(options)
+        self._config = config
+        self.options: BackendOptions = backend
+        self.tls = TLSContexts(tls)
+        self.protocol_config: ServerConfig = effective_config(config, self.tls.available)
+        self.logger = backend.logger or logging.getLogger(logger_name)
+        self.handlers = Handlers.resolve(self, base, handlers)
+        self.closing = False
+        self.addresses: list[tuple[str, int]] = []
+        delay = backend.early_talker_delay
+        if delay is None:
+            delay = 0.1 if config.reject_early_talkers else 0.0
+        self.early_talker_delay = delay
+
+    def update_secure_context(self, **tls_options: Any) -> None:
+        """Swap certificates (``key=``, ``cert=``, ``ca=``, ``sni_options=``...):
+        new connections use them at once, open ones keep theirs."""
+        self.tls.update(**tls_options)
+        self.protocol_config = effective_config(self._config, self.tls.available)
+
+    def implicit_tls(self, secure: bool | None) -> bool:
+        """Whether a listener does implicit TLS, checking it can."""
+        implicit = self.options.secure if secure is None else secure
+        if implicit and not self.tls.available:
+            raise ValueError("an implicit-TLS listener needs key and cert (or tls_context)")
+        return implicit
+
+    def at_capacity(self, active: int) -> bool:
+        """``active`` connections (this one included) exceed ``max_clients``."""
+        limit = self.options.max_clients
+        return limit is not None and active > limit
+
+    @property
+    def listening(self) -> tuple[tuple[str, int], ...]:
+        return tuple(self.addresses)
