@@ -25,7 +25,16 @@ class BlockingMessageStream:
     the bytes arrive. ``size_exceeded`` and ``byte_length`` as on the async
     stream; an aborted message raises :class:`MessageAbortedError`."""
 
-    def __init__(self, on_drained: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_drained: Callable[[], None] | None = None,
+        *,
+        pull: Callable[[], None] | None = None,
+    ) -> None:
+        """``pull``: instead of waiting for another thread to feed it, call
+        this to make the connection read more (``smtp_sync`` runs ``on_data``
+        in the connection's own thread)."""
+        self._pull = pull
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._cond = threading.Condition()
@@ -76,6 +85,8 @@ class BlockingMessageStream:
 
     def _next_chunk(self) -> bytes | None:
         drained = False
+        while self._pull is not None and not self._chunks and not self._ended:
+            self._pull()
         with self._cond:
             while not self._chunks:
                 if self._ended:

@@ -1,3 +1,28 @@
-"""smtp_sync: the threaded SMTP/LMTP server on blocking sockets."""
+"""smtp_sync: the threaded SMTP/LMTP server on blocking sockets.
 
-__all__: list[str] = []
+The same options, handler names and session objects as :mod:`smtp_anyio`,
+with plain-function handlers and a file-like message stream.
+"""
+
+from smtp_anyio._errors import MessageAbortedError, SMTPError
+from smtp_anyio._syncstream import BlockingMessageStream as MessageStream
+from smtp_anyio._tls import TLSConfig
+from smtp_proto import AuthAttempt, Envelope, MailFrom, RcptTo, ServerConfig, Session, TLSInfo
+
+from ._server import DEFAULT_MAX_CONNECTIONS, SMTPServer
+
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "AuthAttempt",
+    "Envelope",
+    "MailFrom",
+    "MessageAbortedError",
+    "MessageStream",
+    "RcptTo",
+    "SMTPError",
+    "SMTPServer",
+    "ServerConfig",
+    "Session",
+    "TLSConfig",
+    "TLSInfo",
+]

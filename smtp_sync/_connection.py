@@ -1,0 +1,374 @@
+"""One client on a blocking socket, in its own thread.
+
+Pull-driven: the loop flushes replies, asks the core for the next event and
+reads the socket only when the core needs bytes. ``on_data`` runs in the same
+thread and reads the message through a stream that pulls from the socket, so
+a slow handler slows the client and memory stays bounded with no extra
+thread. The decisions themselves go through the same translation as the
+async server (``smtp_anyio._dispatch``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import select
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from smtp_anyio._dispatch import Outcome, answer, failed, succeeded
+from smtp_anyio._errors import MessageAbortedError, SMTPError
+from smtp_anyio._io_asyncio import normalise_address
+from smtp_anyio._syncstream import BlockingMessageStream
+from smtp_anyio._tls import tls_info
+from smtp_proto import (
+    NEED_DATA,
+    AuthAttempt,
+    ConnectionClosed,
+    DataChunk,
+    Event,
+    Hello,
+    MailFrom,
+    MessageAborted,
+    MessageComplete,
+    MessageStart,
+    RcptTo,
+    RemoteProtocolError,
+    ServerConnection,
+    Session,
+    StartTLS,
+    State,
+    parse_proxy_header,
+)
+
+if TYPE_CHECKING:
+    from ._server import SMTPServer
+
+__all__ = ["SyncConnection"]
+
+_READ_SIZE = 65536
+_PROXY_PEEK = 16 + 65535
+
+
+class _Closed(Exception):
+    """The peer is gone or the session ended: unwind to the connection's end."""
+
+
+class SyncConnection:
+    """Drives one :class:`ServerConnection` over a blocking socket."""
+
+    def __init__(self, server: SMTPServer, sock: socket.socket, *, handshake: bool) -> None:
+        self.server = server
+        self.sock: socket.socket = sock
+        self.implicit_tls = handshake
+        remote = normalise_address(_peer(sock)) or (None, None)
+        local = normalise_address(sock.getsockname()) or (None, None)
+        self.conn = ServerConnection(
+            server.protocol_config,
+            remote_address=remote[0], remote_port=remote[1],
+            local_address=local[0], local_port=local[1],
+            session_id=secrets.token_hex(8),
+        )
+        self.session: Session = self.conn.session
+        self.log = server.logger
+        self.in_message = False
+        self._stream: BlockingMessageStream | None = None
+        self._message_end: Event | None = None
+        self._poll = select.poll()
+        self._poll.register(server.wakeup_fd, select.POLLIN)
+        self._watching_wakeup = True
+
+    # -- the thread ------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.sock.settimeout(self.server.options.socket_timeout)
+            if self._setup():
+                self._serve()
+        except _Closed:
+            pass
+        except (OSError, ssl.SSLError) as exc:
+            self.log.info("[%s] connection error: %r", self.session.id, exc)
+        except Exception:
+            self.log.exception("[%s] connection failed", self.session.id)
+        finally:
+            self._abort_stream("connection_lost")
+            self._close_socket()
+            handler = self.server.handlers.close
+            if handler is not None:
+                self._call(handler, self.session)
+            self.server.forget(self)
+
+    def _setup(self) -> bool:
+        conn = self.conn
+        server = self.server
+        if conn.state is State.PROXY:
+            self._read_proxy_header()
+        if self.implicit_tls:
+            self._start_tls()
+        if not server.options.disable_reverse_lookup and self.session.remote_address:
+            name = server.reverse_lookup(self.session.remote_address)
+            if name:
+                self.session.client_hostname = name
+        handler = server.handlers.connect
+        if handler is not None and not self._allowed(handler, self.session):
+            return False
+        secure = server.handlers.secure
+        if self.session.tls is not None and secure is not None and not self._allowed(
+                secure, self.session.tls, self.session):
+            return False
+        if server.early_talker_delay > 0 and self._readable(server.early_talker_delay):
+            conn.receive_data(self._recv_some())
+        conn.send_greeting()
+        return True
+
+    def _serve(self) -> None:
+        conn = self.conn
+        handlers = self.server.handlers
+        while True:
+            self._flush()
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self.log.info("[%s] closing: %s", self.session.id, exc)
+                self._flush()
+                return
+            if event is NEED_DATA:
+                self._read()
+            elif isinstance(event, MessageStart):
+                self._message()
+            elif isinstance(event, RcptTo):
+                self._decide(event, handlers.rcpt_to)
+            elif isinstance(event, MailFrom):
+                self._decide(event, handlers.mail_from)
+            elif isinstance(event, Hello):
+                conn.accept()
+            elif isinstance(event, AuthAttempt):
+                self._decide(event, handlers.auth)
+            elif isinstance(event, StartTLS):
+                self._flush()
+                self._start_tls()
+                if handlers.secure is not None and self.session.tls is not None and not \
+                        self._allowed(handlers.secure, self.session.tls, self.session):
+                    return
+            elif isinstance(event, ConnectionClosed):
+                self._flush()
+                return
+
+    # -- decisions ---------------------------------------------------------------
+
+    def _decide(self, event: Event, handler: Any) -> None:
+        if handler is None:
+            if isinstance(event, AuthAttempt):
+                self._default_auth(event)
+            else:
+                self.conn.accept()
+            return
+        answer(self.conn, event, self._outcome(handler, event, self.session), self.log)
+
+    def _default_auth(self, event: AuthAttempt) -> None:
+        if event.mechanism == "XCLIENT":
+            self.conn.accept()
+        elif event.mechanism == "XOAUTH2":
+            self.conn.reject(535, "Error: authentication not implemented", "5.7.8",
+                             challenge='{"status":"401","schemes":"bearer"}')
+        else:
+            self.conn.reject(535, "Error: authentication not implemented", "5.7.8")
+
+    @staticmethod
+    def _outcome(handler: Any, *args: object) -> Outcome:
+        try:
+            return succeeded(handler(*args))
+        except Exception as exc:
+            return failed(exc)
+
+    # -- messages ----------------------------------------------------------------
+
+    def _message(self) -> None:
+        """From MessageStart to the answer: ``on_data`` reads while we pull."""
+        self.in_message = True
+        self._message_end = None
+        handler = self.server.handlers.data
+        outcome: Outcome | None = succeeded()
+        if handler is not None:
+            stream = self._stream = BlockingMessageStream(pull=self._pull)
+            try:
+                outcome = succeeded(handler(stream, self.session))
+            except MessageAbortedError:
+                outcome = None
+            except Exception as exc:
+                outcome = failed(exc)
+            stream.discard()
+            self._stream = None
+        while (end := self._ended()) is None:
+            self._pull()  # read the rest of a message the handler left
+        self.in_message = False
+        if isinstance(end, MessageComplete):
+            answer(self.conn, end, outcome or succeeded(), self.log)
+        elif isinstance(end, MessageAborted):
+            self.log.info("[%s] message aborted: %s", self.session.id, end.reason)
+        if self.server.closing:
+            self.conn.shutdown()
+
+    def _ended(self) -> Event | None:
+        return self._message_end
+
+    def _pull(self) -> None:
+        """Advance the core until a chunk, or the end of the message, arrives."""
+        conn = self.conn
+        while True:
+            self._flush()  # e.g. "250 octets received" between BDAT chunks
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError:
+                self._end_message(MessageAborted("connection_lost"))
+                return
+            if event is NEED_DATA:
+                self._read()
+            elif isinstance(event, DataChunk):
+                if self._stream is not None:
+                    self._stream.feed(event.data)
+                return
+            elif isinstance(event, MessageComplete | MessageAborted):
+                self._end_message(event)
+                return
+            elif isinstance(event, ConnectionClosed):
+                self._end_message(MessageAborted("connection_lost"))
+                return
+
+    def _end_message(self, event: Event) -> None:
+        self._message_end = event
+        if self._stream is not None:
+            if isinstance(event, MessageAborted):
+                self._stream.abort(event.reason)
+            else:
+                self._stream.end()
+
+    def _abort_stream(self, reason: str) -> None:
+        if self._stream is not None:
+            self._stream.abort(reason)
+            self._stream = None
+
+    # -- I/O ---------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """Feed the core what the client sends next (or the idle timeout)."""
+        conn = self.conn
+        server = self.server
+        if not self._readable(server.options.socket_timeout):
+            if server.closing and not self.in_message:
+                conn.shutdown()
+            else:
+                self.log.info("[%s] idle timeout", self.session.id)
+                conn.idle_timeout()
+            return
+        conn.receive_data(self._recv_some())
+
+    def _recv_some(self) -> bytes:
+        try:
+            return self.sock.recv(_READ_SIZE)
+        except (ConnectionError, ssl.SSLError):
+            return b""
+
+    def _readable(self, timeout: float) -> bool:
+        """Wait for input; False on timeout or when the server is closing
+        (unless a message is in flight, which is let finish)."""
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        if self._watching_wakeup and self.in_message:
+            self._poll.unregister(self.server.wakeup_fd)
+            self._watching_wakeup = False
+        elif not self._watching_wakeup and not self.in_message:
+            self._poll.register(self.server.wakeup_fd, select.POLLIN)
+            self._watching_wakeup = True
+        if self.server.closing and not self.in_message:
+            return False
+        self._poll.register(sock.fileno(), select.POLLIN)
+        try:
+            ready = self._poll.poll(timeout * 1000)
+        finally:
+            self._poll.unregister(sock.fileno())
+        return any(fd == sock.fileno() for fd, _ in ready)
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            try:
+                self.sock.sendall(data)
+            except (OSError, ssl.SSLError) as exc:
+                raise _Closed from exc
+
+    def _start_tls(self) -> None:
+        context = self.server.tls.context
+        sock = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+        self.sock = sock
+        try:
+            sock.do_handshake()
+        except (OSError, ssl.SSLError) as exc:
+            self.log.info("[%s] TLS handshake failed: %r", self.session.id, exc)
+            raise _Closed from exc
+        info = tls_info(sock)
+        self.conn.tls_established(info)
+        self.log.info("[%s] TLS established: %s %s", self.session.id, info.version, info.cipher)
+
+    def _read_proxy_header(self) -> None:
+        """Read exactly the PROXY header (peeking first), so that a TLS
+        handshake that follows it stays in the socket for ``wrap_socket``."""
+        while True:
+            if not self._readable(self.server.options.socket_timeout):
+                raise _Closed
+            peeked = self.sock.recv(_PROXY_PEEK, socket.MSG_PEEK)
+            if not peeked:
+                raise _Closed
+            try:
+                parsed = parse_proxy_header(peeked)
+            except ValueError:
+                self.conn.receive_data(self.sock.recv(_READ_SIZE))
+                self.conn.next_event()  # raises RemoteProtocolError
+                raise _Closed from None
+            if parsed is not None:
+                self.conn.receive_data(self.sock.recv(parsed[1]))
+                self.conn.next_event()  # the ProxyHeader event
+                return
+
+    def _close_socket(self) -> None:
+        with contextlib.suppress(_Closed):
+            self._flush()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _call(self, handler: Any, *args: object) -> SMTPError | None:
+        try:
+            handler(*args)
+        except SMTPError as exc:
+            return exc
+        except Exception:
+            self.log.exception("[%s] handler %s failed", self.session.id,
+                               getattr(handler, "__name__", handler))
+            return SMTPError(451, "Error: local error in processing", enhanced="4.3.0")
+        return None
+
+    def _allowed(self, handler: Any, *args: object) -> bool:
+        error = self._call(handler, *args)
+        if error is None:
+            return True
+        code = error.code if 400 <= error.code <= 599 else 554
+        self.conn.shutdown(error.message or "Connection refused", code, error.enhanced)
+        self._flush()
+        return False
+
+    def cut(self) -> None:
+        """From another thread at the end of ``close_timeout``: drop the client."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _peer(sock: socket.socket) -> object:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None

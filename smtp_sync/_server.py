@@ -1,0 +1,251 @@
+"""``SMTPServer`` for threaded code: blocking sockets, one thread per client.
+
+Threads are bounded: by ``max_clients``, or else by
+:data:`DEFAULT_MAX_CONNECTIONS`; a client over the bound gets 421 from the
+accept loop at once. Accept loops never block on a client: TLS handshakes,
+PROXY headers and reverse DNS all happen in the client's own thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import select
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from smtp_anyio._base import ServerBase
+from smtp_anyio._syncstream import BlockingMessageStream
+from smtp_proto import AuthAttempt, MailFrom, RcptTo, ServerConnection, Session, TLSInfo
+
+from ._connection import SyncConnection
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "SMTPServer"]
+
+DEFAULT_MAX_CONNECTIONS = 1000
+"""Concurrent clients (hence threads) when ``max_clients`` is not set."""
+
+Address = tuple[str, int]
+
+
+class SMTPServer(ServerBase):
+    """The threaded SMTP/LMTP server; the same options and handler names as
+    :class:`smtp_anyio.SMTPServer`, with plain-function handlers::
+
+        def on_data(stream, session):
+            store(stream.read())
+
+        server = SMTPServer(on_data=on_data, auth_optional=True)
+        server.listen(2525)
+        server.serve_forever()          # or: with server: ... (background)
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(SMTPServer, options, "smtp_sync")
+        self.connections: set[SyncConnection] = set()
+        self._lock = threading.Lock()
+        self._listeners: list[tuple[socket.socket, bool]] = []
+        self._threads: list[threading.Thread] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._idle = threading.Condition(self._lock)
+        self._stopped = threading.Event()
+        self._resolver_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # -- handlers: override in a subclass or pass as keyword arguments ------
+
+    def on_connect(self, session: Session) -> None:
+        """A client connected (before the greeting); raise SMTPError to refuse."""
+
+    def on_secure(self, tls: TLSInfo, session: Session) -> None:
+        """A TLS handshake finished; raise SMTPError to refuse the client."""
+
+    def on_auth(self, auth: AuthAttempt, session: Session) -> object:
+        """Return the user object to accept; None or SMTPError to refuse."""
+        return None
+
+    def on_mail_from(self, address: MailFrom, session: Session) -> None:
+        """Raise SMTPError to refuse the sender."""
+
+    def on_rcpt_to(self, address: RcptTo, session: Session) -> None:
+        """Raise SMTPError to refuse the recipient."""
+
+    def on_data(self, stream: BlockingMessageStream, session: Session) -> object:
+        """Read the message; return None, a reply text, or (LMTP) a list."""
+        return None
+
+    def on_close(self, session: Session) -> None:
+        """The connection is gone."""
+
+    # -- listening -----------------------------------------------------------------
+
+    @property
+    def wakeup_fd(self) -> int:
+        """Readable once the server starts closing (every blocked thread wakes)."""
+        return self._wake_r.fileno()
+
+    def listen(self, port: int = 0, host: str = "127.0.0.1", *, secure: bool | None = None
+               ) -> Address:
+        """Bind and listen now (port 0 picks a free one); accepting starts
+        with :meth:`serve_forever` or the ``with`` block."""
+        implicit = self.implicit_tls(secure)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        self._listeners.append((sock, implicit))
+        name = sock.getsockname()
+        address = (str(name[0]), int(name[1]))
+        self.addresses.append(address)
+        self.logger.info("listening on %s:%d%s", *address, " (implicit TLS)" if implicit else "")
+        if self._threads:  # already serving: start accepting on this one too
+            self._start_accepting(sock, implicit)
+        return address
+
+    def serve_forever(self) -> None:
+        """Accept clients until :meth:`close` (from another thread or a
+        signal handler) has finished."""
+        if not self._listeners:
+            self.listen(2525)
+        for sock, implicit in self._listeners:
+            self._start_accepting(sock, implicit)
+        self._stopped.wait()
+
+    def _start_accepting(self, sock: socket.socket, implicit: bool) -> None:
+        thread = threading.Thread(
+            target=self._accept_loop, args=(sock, implicit),
+            name=f"smtp_sync accept {sock.getsockname()}", daemon=True,
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self, listener: socket.socket, implicit: bool) -> None:
+        poller = select.poll()
+        poller.register(listener.fileno(), select.POLLIN)
+        poller.register(self._wake_r.fileno(), select.POLLIN)
+        while not self.closing:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_r.fileno() in ready or self.closing:
+                return
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                continue
+            self._admit(sock, implicit)
+
+    def _admit(self, sock: socket.socket, implicit: bool) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            active = len(self.connections) + 1
+            limit = self.options.max_clients or DEFAULT_MAX_CONNECTIONS
+            if self.closing or active > limit:
+                refuse = True
+            else:
+                refuse = False
+                connection = SyncConnection(self, sock, handshake=implicit)
+                self.connections.add(connection)
+        if refuse:
+            self._refuse(sock, implicit)
+            return
+        threading.Thread(target=connection.run, name=f"smtp_sync {connection.session.id}",
+                         daemon=True).start()
+
+    def _refuse(self, sock: socket.socket, implicit: bool) -> None:
+        """421 without blocking the accept loop (no reply on an implicit-TLS
+        port: it could only be plaintext)."""
+        try:
+            if not implicit:
+                conn = ServerConnection(self.protocol_config)
+                conn.shutdown("Too many connected clients, try again in a moment")
+                sock.setblocking(False)
+                sock.send(conn.data_to_send())
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def forget(self, connection: SyncConnection) -> None:
+        with self._lock:
+            self.connections.discard(connection)
+            if not self.connections:
+                self._idle.notify_all()
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting, 421 idle sessions, let messages in flight finish,
+        cut whatever is left after ``close_timeout`` seconds."""
+        with self._lock:
+            if self.closing:
+                already = True
+            else:
+                already = False
+                self.closing = True
+        if already:
+            self._stopped.wait()
+            return
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")  # wakes every poll(): accept loops and idle clients
+        deadline = time.monotonic() + self.options.close_timeout
+        with self._lock:
+            while self.connections and time.monotonic() < deadline:
+                self._idle.wait(deadline - time.monotonic())
+            leftovers = list(self.connections)
+        for connection in leftovers:
+            connection.cut()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for sock, _ in self._listeners:
+            sock.close()
+        if self._resolver_pool is not None:
+            self._resolver_pool.shutdown(wait=False)
+        self._stopped.set()
+
+    def __enter__(self) -> SMTPServer:
+        """Serve in a background thread for the duration of the block."""
+        self._background = threading.Thread(target=self.serve_forever, daemon=True,
+                                            name="smtp_sync server")
+        self._background.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        self._background.join(timeout=5)
+
+    # -- reverse DNS -------------------------------------------------------------------
+
+    def reverse_lookup(self, address: str) -> str | None:
+        with self._lock:
+            if self._resolver_pool is None:
+                self._resolver_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=4, thread_name_prefix="smtp_sync dns")
+            pool = self._resolver_pool
+        future = pool.submit(self._resolve, address)
+        try:
+            return future.result(timeout=self.options.reverse_lookup_timeout)
+        except concurrent.futures.TimeoutError:
+            return None
+
+    def _resolve(self, address: str) -> str | None:
+        try:
+            resolver = self.options.resolver
+            if resolver is not None:
+                result = resolver(address)
+                return str(result) if result else None
+            host, _ = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)
+            return host or None
+        except (OSError, ValueError, UnicodeError):
+            return None
+        except Exception:
+            self.logger.exception("resolver failed for %s", address)
+            return None
