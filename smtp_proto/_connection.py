@@ -374,6 +374,9 @@ class ServerConnection(_Decisions):
                 "bare_line_ending", final,
             )
         else:
+            # The body is complete: from now on the message can only be
+            # answered, never aborted (exactly one end per MessageStart).
+            self._msg_open = False
             self._events.append(
                 MessageComplete(self._msg_mechanism, self._msg_size)  # type: ignore[arg-type]
             )

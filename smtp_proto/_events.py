@@ -145,7 +145,9 @@ class AuthAttempt(Event):
             return False
         key = password.encode() if isinstance(password, str) else password
         digest = hmac.new(key, self.challenge.encode(), hashlib.md5).hexdigest()
-        return hmac.compare_digest(digest, self.response.lower())
+        # Compare bytes: the response comes from the client and may be any text.
+        response = self.response.lower().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(digest.encode(), response)
 
 
 @dataclass(frozen=True, slots=True)
