@@ -351,7 +351,14 @@ class ServerConnection(_Decisions):
             if self._bdat_remaining:
                 return None
         self._state = State.COMMAND
-        if self._bdat_error is not None:
+        envelope = self.session.envelope
+        if (self._bdat_error is not None and self.config.lmtp and self._bdat_last
+                and envelope.mail_from is not None and not envelope.rcpt_to):
+            # RFC 2033 section 4.3: with no successful RCPT, BDAT LAST gets
+            # zero replies (one per accepted recipient, and there are none).
+            self._bdat_error = None
+            self._end_transaction()
+        elif self._bdat_error is not None:
             code, enhanced, text = self._bdat_error
             self._bdat_error = None
             self._error(code, enhanced, text)

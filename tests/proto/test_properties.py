@@ -1,11 +1,17 @@
 """Property-based tests of the sans-IO core.
 
 1. Split invariance: however the client's bytes are cut into reads, the core
-   produces the same events and exactly the same reply bytes.
-2. A stateful model (``RuleBasedStateMachine``) of an SMTP/LMTP session that
-   predicts every reply code and checks reply syntax, enhanced codes, the
-   envelope and the memory bound after each step.
+   produces the same events and exactly the same reply bytes
+   (``test_split_invariance``, plus ``test_refused_body_is_split_invariant``
+   aimed at messages the core refuses itself).
+2. A stateful model (``SessionMachine``, a ``RuleBasedStateMachine``) of an
+   SMTP/LMTP session that predicts every reply code and checks reply syntax,
+   enhanced codes, the envelope, the delivered bytes and the memory bound
+   after each step.
 3. Message bodies survive the round trip through DATA (dot-stuffed) and BDAT.
+
+Every flush of ``data_to_send()`` is checked to end on a reply line, and the
+receive buffer to stay bounded, wherever the core is driven (``pump``).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from smtp_proto import (
     State,
 )
 
-from .driver import Result, drain
+from .driver import Decide, Result, accept_all, drain
 
 CRLF = b"\r\n"
 
@@ -89,6 +95,15 @@ def parse_replies(out: bytes) -> list[tuple[int, list[bytes]]]:
             current, code = [], None
     assert not current, "multi-line reply without a last line"
     return replies
+
+
+def pump(conn: ServerConnection, decide: Decide, result: Result) -> None:
+    """``drain`` once more, checking that this flush ends on a line end:
+    ``data_to_send()`` never hands out part of a reply line."""
+    before = len(result.output)
+    drain(conn, decide, result)
+    assert result.output[before:] == b"" or result.output.endswith(CRLF)
+    check_buffer_bound(conn)
 
 
 def check_buffer_bound(conn: ServerConnection) -> None:
@@ -248,11 +263,10 @@ def feed(config: ServerConfig, chunks: list[bytes], eof: bool) -> Run:
         if terminal():
             break  # a backend closes the socket here: nothing more is read
         conn.receive_data(chunk)
-        drain(conn, policy, result)
-        check_buffer_bound(conn)
+        pump(conn, policy, result)
     if eof and not terminal():
         conn.receive_data(b"")
-        drain(conn, policy, result)
+        pump(conn, policy, result)
     env = conn.session.envelope
     return Run(
         result=result,
@@ -427,10 +441,14 @@ SPLIT_CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(SPLIT_CONFIGS))
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=250, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_split_invariance(name: str, data: st.DataObject) -> None:
+    """The same conversation fed in one read, in random reads and byte by
+    byte: identical events (``DataChunk`` runs merged, see ``coalesce``),
+    byte-identical replies, the same final state. Decisions are answered by
+    the deterministic ``policy``."""
     config = SPLIT_CONFIGS[name]
     conversation = data.draw(conversations(config.lmtp), label="conversation")
     eof = data.draw(st.booleans(), label="eof")
@@ -452,7 +470,7 @@ _STRICT = ServerConfig(bare_line_endings="reject", auth_optional=True)
 _SESSION = b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     strict=st.booleans(),
     body=st.lists(_body_line, min_size=1, max_size=8).map(b"".join),
@@ -462,21 +480,32 @@ _SESSION = b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.c
 def test_refused_body_is_split_invariant(
     strict: bool, body: bytes, bdat: bool, data: st.DataObject
 ) -> None:
-    """Aimed at the one place where reads matter most: a message the core
-    refuses itself (over SIZE, or with a bare line ending) streams the same
-    DataChunks whatever the split."""
+    """Aimed at where the reads matter most: a message the core refuses
+    itself (over SIZE, or a bare CR/LF in DATA) streams the same DataChunks
+    whatever the split: the first SIZE bytes, or the whole body."""
     config = _STRICT if strict else _SMALL
-    body = body if strict else body + b"x" * 100
+    body = body if strict else body + b"x" * 101
     if bdat:
         message = f"BDAT {len(body)} LAST\r\n".encode() + body
     else:
-        message = b"DATA\r\n" + stuff(body if body.endswith(CRLF) else body + CRLF)
+        body = body if body.endswith(CRLF) else body + CRLF
+        message = b"DATA\r\n" + stuff(body)
     stream = _SESSION + message + b"NOOP\r\n"
     whole = feed(config, [stream], eof=False)
     points = data.draw(st.lists(st.integers(len(_SESSION), len(stream)), max_size=6))
     assert summary(feed(config, cut(stream, points), eof=False), config) == summary(
         whole, config
     )
+    [(final, streamed)] = delivered(whole.result.events)
+    if not strict:
+        assert final == MessageAborted("size_exceeded", len(body))
+        assert streamed == body[:100]
+    elif not bdat and re.search(rb"\r(?!\n)|(?<!\r)\n", body):
+        assert final == MessageAborted("bare_line_ending", len(body))
+        assert streamed == body
+    else:  # BDAT octets are not lines: the policy is about DATA only
+        assert final == MessageComplete("BDAT" if bdat else "DATA", len(body))
+        assert streamed == body
 
 
 @settings(max_examples=10, deadline=None)
@@ -494,6 +523,20 @@ def test_lmtp_bdat_chunk_refusal_is_one_reply(recipients: int, extra: int) -> No
     # One reply per command: LHLO, MAIL, each RCPT, the BDAT chunk, RSET.
     assert [c for c, _ in parse_replies(run.result.output)] == (
         [220, 250, 250] + [250] * recipients + [552, 250]
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(rejected=st.integers(1, 3), payload=st.binary(min_size=1, max_size=20))
+def test_lmtp_bdat_last_without_recipients_gets_no_reply(rejected: int, payload: bytes) -> None:
+    config = ServerConfig(lmtp=True, auth_optional=True)
+    rcpts = b"".join(b"RCPT TO:<bad%d@example.com>\r\n" % i for i in range(rejected))
+    stream = (b"LHLO c.example\r\nMAIL FROM:<a@example.com>\r\n" + rcpts
+              + b"BDAT %d LAST\r\n" % len(payload) + payload + b"NOOP\r\n")
+    run = feed(config, [stream], eof=False)
+    # LHLO, MAIL, the refused RCPTs, nothing for BDAT LAST, then NOOP's 250.
+    assert [c for c, _ in parse_replies(run.result.output)] == (
+        [220, 250, 250] + [550] * rejected + [250]
     )
 
 
@@ -547,6 +590,7 @@ _MODEL_MAIL_PARAMS: dict[str, int | None] = {
 }
 _MODEL_RCPT_PARAMS: dict[str, int | None] = {"": None, "NOTIFY=SUCCESS": 555, "FOO": 555}
 
+
 def _no_crlf(line: bytes) -> bytes:
     while CRLF in line:
         line = line.replace(CRLF, b"\n")
@@ -588,7 +632,7 @@ class SessionMachine(RuleBasedStateMachine):
         super().__init__()
         self.conn: ServerConnection
         self.m = Model()
-        self.reject_message = False
+        self.verdict = "accept"
         self.events: list[Event] = []
         self.bdat_start = 0
 
@@ -607,14 +651,21 @@ class SessionMachine(RuleBasedStateMachine):
             self.hello("LHLO" if config.lmtp else "EHLO", "client.example")
 
     def decide(self, conn: ServerConnection, event: Event) -> None:
-        """The application: "bad" names get 550 (AUTH 535), messages 451 on demand."""
-        if isinstance(event, MessageComplete):
-            if self.reject_message:
-                conn.reject(451)
-            else:
-                conn.accept()
-        else:
+        """The application: "bad" names get 550 (AUTH 535); a message gets
+        what the rule asked for: 250, 451, or (LMTP) 250/452 by recipient."""
+        if not isinstance(event, MessageComplete):
             policy(conn, event)
+        elif self.verdict == "reject":
+            conn.reject(451)
+        elif self.verdict == "mixed" and self.cfg.lmtp:
+            count = len(self.m.rcpts)
+            conn.answer_recipients([Reply(*self.mixed(i)) for i in range(count)])
+        else:
+            conn.accept()
+
+    @staticmethod
+    def mixed(i: int) -> tuple[int, str]:
+        return (250, "delivered") if i % 2 == 0 else (452, "mailbox full")
 
     def send(self, *pieces: bytes) -> tuple[list[int], list[Event], list[list[bytes]]]:
         """Feed ``pieces`` (draining after each, or just drain if there are
@@ -623,8 +674,7 @@ class SessionMachine(RuleBasedStateMachine):
         for piece in pieces or [None]:
             if piece is not None:
                 self.conn.receive_data(piece)
-            drain(self.conn, self.decide, result)
-            check_buffer_bound(self.conn)
+            pump(self.conn, self.decide, result)
         if result.error is not None:
             assert self.conn.state is State.ERROR
         replies = parse_replies(result.output)
@@ -679,18 +729,16 @@ class SessionMachine(RuleBasedStateMachine):
             expected = self.err(500)
         elif not host or " " in host:
             expected = self.err(501)
+        elif "bad" in host:
+            expected = [550]  # a refused greeting changes nothing
         else:
-            m.bdat = None  # a new greeting abandons an open BDAT message
-            if "bad" in host:
-                expected = [550]
-            else:
-                expected = [250]
-                m.greeted = True
-                m.reset()
+            expected = [250]  # RFC 5321 4.1.4: like RSET, open BDAT message included
+            m.greeted = True
+            m.reset()
         codes, events, texts = self.send(f"{verb} {host}\r\n".encode())
         assert codes == expected, (codes, expected, texts)
-        if codes in ([250], [501], [550]):
-            # RFC 2034: no enhanced code in replies to HELO/EHLO.
+        if codes in ([250], [501], [550]) or (codes == [500] and self.cfg.lmtp):
+            # RFC 2034: no enhanced code in replies to HELO/EHLO (and LHLO).
             assert all(_ENHANCED.match(line) is None for line in texts[0])
         if expected in ([250], [550]):
             assert (was_open and m.bdat is None) == any(
@@ -894,8 +942,12 @@ class SessionMachine(RuleBasedStateMachine):
         else:
             assert final == MessageComplete(mechanism, len(body))  # type: ignore[arg-type]
             assert got == body
-            if self.reject_message:
+            if self.verdict == "reject":
                 want = self.per_recipient(451)
+            elif self.verdict == "mixed" and self.cfg.lmtp:
+                # RFC 2033 4.2: one reply per accepted recipient, in order.
+                want = [self.mixed(i)[0] for i in range(len(m.rcpts))]
+                m.invalid = 0
             else:
                 want = self.per_recipient(250)
                 m.invalid = 0
@@ -907,21 +959,22 @@ class SessionMachine(RuleBasedStateMachine):
         return not self.m.closed and bool(self.m.rcpts)
 
     _body_lines = st.lists(_model_line, max_size=6)
+    _verdicts = st.sampled_from(["accept", "reject", "mixed"])
 
     @precondition(lambda self: not self.m.closed)
-    @rule(lines=_body_lines, reject=st.booleans(), data=st.data())
-    def data(self, lines: list[bytes], reject: bool, data: st.DataObject) -> None:
-        self.send_data(lines, reject, data)
+    @rule(lines=_body_lines, verdict=_verdicts, data=st.data())
+    def data(self, lines: list[bytes], verdict: str, data: st.DataObject) -> None:
+        self.send_data(lines, verdict, data)
 
     # The same again, only when it can succeed: random walks seldom get there.
     @precondition(ready)
-    @rule(lines=_body_lines, reject=st.booleans(), data=st.data())
-    def data_when_ready(self, lines: list[bytes], reject: bool, data: st.DataObject) -> None:
-        self.send_data(lines, reject, data)
+    @rule(lines=_body_lines, verdict=_verdicts, data=st.data())
+    def data_when_ready(self, lines: list[bytes], verdict: str, data: st.DataObject) -> None:
+        self.send_data(lines, verdict, data)
 
-    def send_data(self, lines: list[bytes], reject: bool, data: st.DataObject) -> None:
+    def send_data(self, lines: list[bytes], verdict: str, data: st.DataObject) -> None:
         m = self.m
-        self.reject_message = reject
+        self.verdict = verdict
         problem = self.transaction_error()
         if problem is None and (m.bdat is not None or m.binarymime):
             problem = 503  # RFC 3030: no DATA after BDAT, nor for BINARYMIME
@@ -937,25 +990,34 @@ class SessionMachine(RuleBasedStateMachine):
         self.expect(codes, texts, want)
 
     @precondition(lambda self: not self.m.closed)
-    @rule(payload=st.binary(max_size=300), last=st.booleans(), reject=st.booleans(),
+    @rule(payload=st.binary(max_size=300), last=st.booleans(), verdict=_verdicts,
           data=st.data())
-    def bdat(self, payload: bytes, last: bool, reject: bool, data: st.DataObject) -> None:
-        self.send_bdat(payload, last, reject, data)
+    def bdat(self, payload: bytes, last: bool, verdict: str, data: st.DataObject) -> None:
+        self.send_bdat(payload, last, verdict, data)
 
     @precondition(ready)
-    @rule(payload=st.binary(max_size=300), last=st.booleans(), reject=st.booleans(),
+    @rule(payload=st.binary(max_size=300), last=st.booleans(), verdict=_verdicts,
           data=st.data())
     def bdat_when_ready(
-        self, payload: bytes, last: bool, reject: bool, data: st.DataObject
+        self, payload: bytes, last: bool, verdict: str, data: st.DataObject
     ) -> None:
-        self.send_bdat(payload, last, reject, data)
+        self.send_bdat(payload, last, verdict, data)
 
-    def send_bdat(self, payload: bytes, last: bool, reject: bool, data: st.DataObject) -> None:
+    def send_bdat(self, payload: bytes, last: bool, verdict: str, data: st.DataObject) -> None:
         m = self.m
-        self.reject_message = reject
+        self.verdict = verdict
         problem = self.transaction_error()
         header = f"BDAT {len(payload)}{' LAST' if last else ''}\r\n".encode()
         pieces = self.split(header + payload, data)
+        if (problem is not None and self.cfg.lmtp and last and m.greeted
+                and m.mail is not None and not m.rcpts):
+            # RFC 2033 4.3: BDAT LAST gets one reply per accepted recipient:
+            # none here. The transaction is over.
+            codes, _, texts = self.send(*pieces)
+            self.expect(codes, texts, [])
+            m.transaction += 1
+            m.reset()
+            return
         if problem is not None:
             want = self.err(problem)
             codes, _, texts = self.send(*pieces)
@@ -1010,6 +1072,23 @@ class SessionMachine(RuleBasedStateMachine):
             self.expect(codes, texts, want)
 
     @precondition(lambda self: not self.m.closed)
+    @rule(size=st.integers(12280, 12300) | st.integers(12300, 20000), data=st.data())
+    def auth_long_response(self, size: int, data: st.DataObject) -> None:
+        """RFC 4954 section 4: SASL response lines may be 12288 octets long
+        (without CRLF); longer ones are refused, and the exchange ends."""
+        gate = self.auth_gate()
+        codes, _, texts = self.send(b"AUTH PLAIN\r\n")
+        self.expect(codes, texts, gate or [334])
+        if gate is not None:
+            return
+        # 12288 "A"s are valid base64 for NUL bytes: not valid PLAIN (501).
+        want = self.err(500 if size > 12288 else 501)
+        codes, _, texts = self.send(*self.split(b"A" * size + CRLF, data))
+        self.expect(codes, texts, want)
+        if codes == [500]:
+            assert b"too long" in texts[0][0]
+
+    @precondition(lambda self: not self.m.closed)
     @rule(user=st.sampled_from(["user", "bad"]), cancel=st.sampled_from([None, 0, 1]))
     def auth_login(self, user: str, cancel: int | None) -> None:
         gate = self.auth_gate()
@@ -1048,7 +1127,7 @@ class SessionMachine(RuleBasedStateMachine):
 
 TestSessionMachine = SessionMachine.TestCase
 TestSessionMachine.settings = settings(
-    max_examples=200, stateful_step_count=50, deadline=None,
+    max_examples=400, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -1066,8 +1145,7 @@ def _deliver(config: ServerConfig, stream: bytes, points: list[int]) -> Result:
     result = Result(output=conn.data_to_send())
     for piece in cut(stream, points):
         conn.receive_data(piece)
-        drain(conn, lambda c, e: c.accept(), result)
-        check_buffer_bound(conn)
+        pump(conn, accept_all, result)
     parse_replies(result.output)
     return result
 
@@ -1080,7 +1158,7 @@ def _binary_bodies() -> st.SearchStrategy[bytes]:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=_binary_bodies(), data=st.data())
 def test_data_round_trip_keeps_bare_line_endings(raw: bytes, data: st.DataObject) -> None:
     # With bare_line_endings="keep" any bytes are a valid body once it ends
@@ -1094,7 +1172,7 @@ def test_data_round_trip_keeps_bare_line_endings(raw: bytes, data: st.DataObject
     assert result.body == body
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=_binary_bodies(), data=st.data())
 def test_data_round_trip_crlf_normalised(raw: bytes, data: st.DataObject) -> None:
     # With bare_line_endings="reject" the client normalises every line ending.
@@ -1107,7 +1185,7 @@ def test_data_round_trip_crlf_normalised(raw: bytes, data: st.DataObject) -> Non
     assert result.body == body
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.binary(max_size=2000), data=st.data())
 def test_bdat_round_trip(body: bytes, data: st.DataObject) -> None:
     sizes = data.draw(st.lists(st.integers(0, len(body)), max_size=6), label="chunk cuts")
