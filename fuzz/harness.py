@@ -196,8 +196,7 @@ CHALLENGES: tuple[str | bytes, ...] = (
 )
 SHUTDOWN_CODES = (421, 554, 450, 521)
 _MESSAGE_ABORT_REASONS = frozenset(
-    {"size_exceeded", "bare_line_ending", "reset", "connection_lost", "shutdown", "quit",
-     "bdat_error"}
+    {"size_exceeded", "bare_line_ending", "reset", "connection_lost", "shutdown", "quit"}
 )
 _LINE = re.compile(rb"([2-5][0-9][0-9])([ -])[^\r\n]*")
 _ENHANCED_PREFIX = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3} ")
@@ -366,7 +365,7 @@ class Answer:
 
 
 _DECISION_KINDS = 10  # see Driver.decide
-_MISUSE_KINDS = 8  # see Driver._misuse
+_MISUSE_KINDS = 9  # see Driver._misuse
 
 
 def _replies(data: bytes) -> list[tuple[int, list[bytes]]]:
@@ -704,6 +703,8 @@ class Driver:
             if not ev.data:
                 raise InvariantError("empty DataChunk")
             self.message_bytes += len(ev.data)
+            if cfg.size is not None and self.message_bytes > cfg.size:
+                raise InvariantError(f"DataChunks stream {self.message_bytes} bytes > size")
         elif isinstance(ev, MessageStart):
             if self.in_message:
                 raise InvariantError("MessageStart inside a message")
@@ -715,13 +716,17 @@ class Driver:
             if not self.in_message:
                 raise InvariantError(f"{ev!r} without MessageStart")
             self.in_message = False
+            # A message streams all its bytes, or exactly the first ``size``.
+            streamed = ev.size if cfg.size is None else min(ev.size, cfg.size)
+            if self.message_bytes != streamed:
+                raise InvariantError(f"{ev!r} but {self.message_bytes} bytes were streamed")
             if isinstance(ev, MessageComplete):
-                if ev.size != self.message_bytes:
-                    raise InvariantError(f"{ev!r} but {self.message_bytes} bytes were delivered")
                 if cfg.size is not None and ev.size > cfg.size:
                     raise InvariantError(f"{ev!r} exceeds size {cfg.size}")
             elif ev.reason not in _MESSAGE_ABORT_REASONS:
                 raise InvariantError(f"undocumented abort reason {ev.reason!r}")
+            elif ev.reason == "size_exceeded" and (cfg.size is None or ev.size <= cfg.size):
+                raise InvariantError(f"{ev!r} with size limit {cfg.size}")
         elif isinstance(ev, ConnectionClosed):
             if self.in_message:
                 raise InvariantError("ConnectionClosed inside a message without MessageAborted")
@@ -744,6 +749,11 @@ class Driver:
             if cfg.max_recipients is not None and len(env.rcpt_to) >= cfg.max_recipients:
                 raise InvariantError(f"{ev!r} beyond max_recipients")
         elif isinstance(ev, AuthAttempt):
+            # What an application does with a CRAM-MD5 attempt: never raises.
+            for password in ("secret", b"secret", "p\u00e4ss"):
+                valid = ev.validate_password(password)
+                if not isinstance(valid, bool) or (valid and ev.mechanism != "CRAM-MD5"):
+                    raise InvariantError(f"validate_password() -> {valid!r} for {ev!r}")
             if ev.mechanism == "XCLIENT":
                 if not cfg.use_xclient:
                     raise InvariantError("XCLIENT LOGIN without use_xclient")
@@ -781,8 +791,9 @@ class Driver:
                 return False
             kind = 0
         self.deferred = False
+        answer_twice = False
         if kind == 7:
-            self._misuse(ev)
+            answer_twice = self._misuse(ev)
             kind = 0
         if kind == 0:
             answer = Answer("accept")
@@ -825,6 +836,9 @@ class Driver:
         if conn.pending is not None:
             raise InvariantError(f"{ev!r} still pending after {answer.method}()")
         self.check_answer(ev, answer, self.flush(), recipients)
+        if answer_twice:  # the decision is answered: no second answer
+            self.misuse_expect(LocalProtocolError, conn.accept)
+            self.misuse_expect(LocalProtocolError, conn.reject, 550)
         return True
 
     def enhanced(self, code: int) -> str | None:
@@ -853,14 +867,15 @@ class Driver:
                 if (isinstance(ev, AuthAttempt) and ev.mechanism == "XOAUTH2"
                         and kwargs.get("challenge") is not None and code != 421):
                     code = 334
-            count = max(recipients, 1) if isinstance(ev, MessageComplete) and self.cfg.lmtp else 1
-            expected = [code] * count
+            per_recipient = isinstance(ev, MessageComplete) and self.cfg.lmtp and code != 421
+            expected = [code] * (max(recipients, 1) if per_recipient else 1)
         got = [code for code, _ in replies[: len(expected)]]
         if got != expected:
             raise InvariantError(f"{answer} to {ev!r} queued replies {got}, expected {expected}")
 
-    def _misuse(self, ev: Event) -> None:
-        """Call the API wrongly on purpose; each call must raise and change nothing."""
+    def _misuse(self, ev: Event) -> bool:
+        """Call the API wrongly on purpose; each call must raise and change nothing.
+        ``True``: probe the second answer to the decision after it is answered."""
         conn = self.conn
         probe = self.pick(_MISUSE_KINDS)
         if self.trace is not None:
@@ -877,20 +892,23 @@ class Driver:
             self.misuse_expect(LocalProtocolError, conn.send_greeting)
         elif probe == 4:
             self.misuse_expect(LocalProtocolError, conn.tls_established, _TLS)
-        elif isinstance(ev, Hello) or not self.cfg.enhanced_status_codes:
-            pass  # no enhanced code in these replies, so none is validated
         elif probe == 5:
             self.misuse_expect(ValueError, conn.reject, 550, enhanced="2.0.0")
         elif probe == 6:
-            if not (isinstance(ev, AuthAttempt) and ev.mechanism == "XCLIENT"):
+            if not isinstance(ev, Hello):  # documented: accept() ignores them for Hello
                 self.misuse_expect(ValueError, conn.accept, enhanced="5.1.1")
-        else:
+        elif probe == 7:
             self.misuse_expect(ValueError, conn.reject, 451, "text", "4.1000.1")
+        return probe == 8
 
     # -- the end ---------------------------------------------------------------
 
     def final_checks(self) -> None:
         conn = self.conn
+        # The read-only views an application uses (must not raise).
+        session, env = conn.session, conn.session.envelope
+        _ = (session.transmission_type, session.servername, env.body_type, env.smtputf8,
+             env.requiretls, env.dsn_ret, env.dsn_envid, conn.size_exceeded, conn.message_size)
         if self.eof and self.closed is None:
             raise InvariantError(f"end of input but no ConnectionClosed (state {conn.state})")
         if conn.pending is not None:

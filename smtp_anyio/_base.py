@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,23 @@ class ServerBase:
         """``active`` connections (this one included) exceed ``max_clients``."""
         limit = self.options.max_clients
         return limit is not None and active > limit
+
+    def resolve_blocking(self, address: str) -> str | None:
+        """Reverse DNS (or the custom ``resolver``) with blocking calls; the
+        servers run it off their loop or thread and stop waiting after
+        ``reverse_lookup_timeout``."""
+        try:
+            resolver = self.options.resolver
+            if resolver is not None:
+                result = resolver(address)
+                return str(result) if result else None
+            host, _ = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)
+            return host or None
+        except (OSError, ValueError, UnicodeError):
+            return None
+        except Exception:  # a custom resolver must not kill the session
+            self.logger.exception("resolver failed for %s", address)
+            return None
 
     @property
     def listening(self) -> tuple[tuple[str, int], ...]:

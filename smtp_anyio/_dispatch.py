@@ -20,11 +20,15 @@ from smtp_proto import (
     RcptTo,
     Reply,
     ServerConnection,
+    check_enhanced,
 )
 
 from ._errors import SMTPError
 
-__all__ = ["INTERNAL_ERROR", "Outcome", "answer", "failed", "succeeded"]
+__all__ = [
+    "INTERNAL_ERROR", "Outcome", "answer", "default_decision", "failed", "handler_error",
+    "refuse", "succeeded",
+]
 
 INTERNAL_ERROR = (451, "Error: local error in processing", "4.3.0")
 
@@ -50,11 +54,23 @@ def _error_reply(
 ) -> tuple[int, str, str | None]:
     if isinstance(error, SMTPError):
         if 400 <= error.code <= 599:
-            return error.code, error.message or str(error), error.enhanced
+            return error.code, error.message or str(error), _enhanced(error, log)
         log.warning("%s raised SMTPError with non-error code %r; answering 451", what, error.code)
         return INTERNAL_ERROR
     log.error("%s failed", what, exc_info=error)
     return INTERNAL_ERROR
+
+
+def _enhanced(error: SMTPError, log: logging.Logger) -> str | None:
+    """The handler's enhanced code, or None (the server's default) if it does
+    not fit the reply code: a wrong code must not cost the client its reply."""
+    try:
+        check_enhanced(error.code, error.enhanced)
+    except ValueError:
+        log.warning("SMTPError(%r) has enhanced code %r of another class; using the default",
+                    error.code, error.enhanced)
+        return None
+    return error.enhanced
 
 
 def _challenge(value: object) -> str | bytes:
@@ -112,3 +128,41 @@ def _answer_message(conn: ServerConnection, outcome: Outcome, log: logging.Logge
         conn.answer_recipients(replies)
         return
     conn.accept(value if isinstance(value, str) else None)
+
+
+def default_decision(conn: ServerConnection, event: Event) -> None:
+    """The answer when no handler is configured for ``event``: accept, except
+    AUTH, which is refused as smtp-server does (XOAUTH2 with its error
+    challenge); an XCLIENT LOGIN comes from a trusted proxy and is accepted."""
+    if not isinstance(event, AuthAttempt) or event.mechanism == "XCLIENT":
+        conn.accept()
+    elif event.mechanism == "XOAUTH2":
+        conn.reject(535, "Error: authentication not implemented", "5.7.8",
+                    challenge='{"status":"401","schemes":"bearer"}')
+    else:
+        conn.reject(535, "Error: authentication not implemented", "5.7.8")
+
+
+def handler_error(error: Exception, log: logging.Logger, session_id: str, handler: object
+                  ) -> SMTPError:
+    """What a lifecycle handler (on_connect, on_secure, on_close) raised, as
+    the refusal to send: its SMTPError, else 451 4.3.0 after logging."""
+    if isinstance(error, SMTPError):
+        return error
+    log.error("[%s] handler %s failed", session_id, getattr(handler, "__name__", handler),
+              exc_info=error)
+    return SMTPError(*INTERNAL_ERROR[:2], enhanced=INTERNAL_ERROR[2])
+
+
+def refuse(conn: ServerConnection, error: SMTPError) -> None:
+    """End the session with ``error`` (554 if its code is not an error code)."""
+    if 400 <= error.code <= 599:
+        code = error.code
+        try:
+            check_enhanced(code, error.enhanced)
+            enhanced = error.enhanced
+        except ValueError:
+            enhanced = None
+    else:
+        code, enhanced = 554, None
+    conn.shutdown(error.message or "Connection refused", code, enhanced)

@@ -46,7 +46,15 @@ from smtp_proto import (
     TLSInfo,
 )
 
-from ._dispatch import Outcome, answer, failed, succeeded
+from ._dispatch import (
+    Outcome,
+    answer,
+    default_decision,
+    failed,
+    handler_error,
+    refuse,
+    succeeded,
+)
 from ._errors import MessageAbortedError, SMTPError
 from ._stream import MessageStream
 from ._syncstream import BlockingMessageStream
@@ -90,12 +98,15 @@ class Connection:
         self._stream: MessageStream | BlockingMessageStream | None = None
         self._data_outcome: Outcome | None = None
         self._data_done = False
+        self._data_running: anyio.Event | None = None
         self._finished = False
         self._wakeup: anyio.Event | None = None
         self._proxied = False
         self._fed_before_greeting = 0
         self.last_activity = time.monotonic()
         self.in_message = False
+        self.admitted = False
+        """Past ``max_clients``: the handlers (on_close included) apply."""
 
     # -- input, from the transport ------------------------------------------
 
@@ -173,29 +184,22 @@ class Connection:
     def _decide(self, event: Event, handler: Callable[..., Any] | None) -> None:
         conn = self.conn
         if handler is None:
-            if isinstance(event, AuthAttempt):
-                self._default_auth(event)
-            else:
-                conn.accept()
+            default_decision(conn, event)
             return
         try:
             result = handler(event, self.session)
         except Exception as exc:
-            answer(conn, event, failed(exc), self.log)
+            self._answer(event, failed(exc))
             return
         if inspect.isawaitable(result):
             self._run(self._await_decision(event, result))
         else:
-            answer(conn, event, succeeded(result), self.log)
+            self._answer(event, succeeded(result))
 
-    def _default_auth(self, event: AuthAttempt) -> None:
-        if event.mechanism == "XCLIENT":
-            self.conn.accept()  # a trusted proxy vouched for the user
-        elif event.mechanism == "XOAUTH2":
-            self.conn.reject(535, "Error: authentication not implemented", "5.7.8",
-                             challenge='{"status":"401","schemes":"bearer"}')
-        else:
-            self.conn.reject(535, "Error: authentication not implemented", "5.7.8")
+    def _answer(self, event: Event, outcome: Outcome) -> None:
+        """Answer ``event`` unless the session ended while it was decided."""
+        if self.conn.pending is event:
+            answer(self.conn, event, outcome, self.log)
 
     def _run(self, job: Awaitable[None]) -> None:
         """Block the pump and reading while ``job`` runs as a task."""
@@ -214,13 +218,15 @@ class Connection:
         self._busy = None
         self.last_activity = time.monotonic()
         self._resume("busy")
+        if self.server.closing:
+            self._wake()
 
     async def _await_decision(self, event: Event, result: Awaitable[object]) -> None:
         try:
             outcome = succeeded(await result)
         except Exception as exc:
             outcome = failed(exc)
-        answer(self.conn, event, outcome, self.log)
+        self._answer(event, outcome)
 
     # -- messages ----------------------------------------------------------------
 
@@ -247,6 +253,15 @@ class Connection:
     async def _run_on_data(self, stream: MessageStream | BlockingMessageStream) -> None:
         handler = self.server.handlers.data
         assert handler is not None
+        running = self._data_running = anyio.Event()
+        try:
+            await self._on_data(handler, stream)
+        finally:
+            running.set()
+
+    async def _on_data(
+        self, handler: Callable[..., Any], stream: MessageStream | BlockingMessageStream
+    ) -> None:
         try:
             if isinstance(stream, BlockingMessageStream):
                 result = await anyio.to_thread.run_sync(handler, stream, self.session)
@@ -269,8 +284,8 @@ class Connection:
         if isinstance(waiting, _AwaitingData):
             # The message is complete and its decision waits for us: answer
             # it here rather than waking another task.
+            self._answer(waiting.event, outcome or succeeded())
             self._end_message()
-            answer(self.conn, waiting.event, outcome or succeeded(), self.log)
             self._unblock()
             self._pump()
             await self.io.flush()
@@ -278,13 +293,13 @@ class Connection:
     def _complete_message(self, event: Event) -> None:
         stream = self._stream
         if stream is None:
-            self._end_message()
             self.conn.accept()
+            self._end_message()
             return
         stream.end()
         if self._data_done:
+            self._answer(event, self._data_outcome or succeeded())
             self._end_message()
-            answer(self.conn, event, self._data_outcome or succeeded(), self.log)
             return
         self._busy = _AwaitingData(event)
         self._pause("busy")
@@ -298,10 +313,12 @@ class Connection:
         self.log.info("[%s] message aborted: %s", self.session.id, event.reason)
 
     def _end_message(self) -> None:
+        """After the message's answer (or abort): a closing server may now
+        say 421 (the session task does it)."""
         self._stream = None
         self.in_message = False
         if self.server.closing:
-            self.conn.shutdown()
+            self._wake()
 
     # -- TLS -----------------------------------------------------------------------
 
@@ -310,25 +327,31 @@ class Connection:
         out = self.conn.data_to_send()
         if out:
             self.io.write(out)
-        self._run(self._upgrade(b""))
+        self._run(self._starttls())
 
-    async def _upgrade(self, prefix: bytes) -> None:
-        """Handshake, then tell the core and ``on_secure``."""
+    async def _starttls(self) -> None:
+        """STARTTLS: handshake, then ``on_secure``."""
+        info = await self._handshake(b"")
+        handler = self.server.handlers.secure
+        if info is not None and handler is not None:
+            error = await self._call(handler, info, self.session)
+            if error is not None:
+                self._refuse(error)
+
+    async def _handshake(self, prefix: bytes) -> TLSInfo | None:
+        """Run the TLS handshake and tell the core; None if it failed (the
+        connection is then closed). ``prefix``: handshake bytes already read."""
         try:
             info = await self.io.start_tls(
                 self.server.tls.context, self.server.options.socket_timeout, prefix)
         except Exception as exc:
             self.log.info("[%s] TLS handshake failed: %r", self.session.id, exc)
             self._finish(abort=True)
-            return
+            return None
         self.conn.tls_established(info)
         self.log.info("[%s] TLS established: %s %s", self.session.id, info.version, info.cipher)
         self._resume("tls")
-        handler = self.server.handlers.secure
-        if handler is not None:
-            error = await self._call(handler, info, self.session)
-            if error is not None:
-                self._refuse(error)
+        return info
 
     # -- the session task ------------------------------------------------------------
 
@@ -344,9 +367,13 @@ class Connection:
                 if await self._setup():
                     await self._watch()
                 # Send the last replies (a 221, a 421) before the reader task
-                # is cancelled: it may be in the middle of sending them.
+                # is cancelled: it may be in the middle of sending them. And
+                # let an on_data see its MessageAbortedError rather than a
+                # cancellation.
                 with anyio.move_on_after(_FINAL_FLUSH):
                     await self.io.flush()
+                    if self._data_running is not None:
+                        await self._data_running.wait()
                 tg.cancel_scope.cancel()
         finally:
             self._finished = True
@@ -354,7 +381,7 @@ class Connection:
                 self._stream.abort("connection_lost")
             with anyio.CancelScope(shield=True):
                 await self.io.aclose()
-                if server.handlers.close is not None:
+                if server.handlers.close is not None and self.admitted:
                     await self._call(server.handlers.close, self.session)
             server.forget(self)
 
@@ -365,17 +392,20 @@ class Connection:
         if server.over_capacity():
             conn.shutdown("Too many connected clients, try again in a moment")
             return self._flush_and_stop()
+        self.admitted = True
+        if self._done():  # e.g. a bad PROXY header arrived before this task ran
+            return False
         if conn.state is State.PROXY:
             with anyio.move_on_after(timeout):
-                while not self._proxied and not self._finished:
+                while not self._proxied and not self._done():
                     await self._sleep_until_woken()
             if not self._proxied:
                 self._finish(abort=True)
                 return False
         if self.implicit_tls:
             self._pause("tls")
-            await self._upgrade_implicit()
-            if self._finished:
+            await self._handshake(self.conn.take_buffered_data())
+            if self._done():
                 return False
         if not server.options.disable_reverse_lookup and self.session.remote_address:
             name = await server.reverse_lookup(self.session.remote_address)
@@ -392,7 +422,7 @@ class Connection:
         delay = server.early_talker_delay
         if delay > 0:
             await anyio.sleep(delay)
-        if self._finished:
+        if self._done():
             return False
         conn.send_greeting()
         self._resume("greeting")
@@ -400,23 +430,19 @@ class Connection:
         await self.io.flush()
         return not self._finished
 
-    async def _upgrade_implicit(self) -> None:
-        prefix = self.conn.take_buffered_data()
-        try:
-            info = await self.io.start_tls(
-                self.server.tls.context, self.server.options.socket_timeout, prefix)
-        except Exception as exc:
-            self.log.info("[%s] TLS handshake failed: %r", self.session.id, exc)
-            self._finish(abort=True)
-            return
-        self.conn.tls_established(info)
-        self._resume("tls")
-
     async def _watch(self) -> None:
         timeout = self.server.options.socket_timeout
         while not self._finished:
+            if self.server.closing and not self.in_message and self._busy is None:
+                # Server shutdown: 421 between transactions, never inside one.
+                self.conn.shutdown()
+                self._pump()
+                self._flush_and_stop()
+                return
             idle = time.monotonic() - self.last_activity
-            if idle >= timeout and self._busy is None:
+            # Not idle: a handler is deciding, or on_data is behind and we
+            # stopped reading (the client waits for us, not we for it).
+            if idle >= timeout and self._busy is None and "stream" not in self._paused:
                 self.log.info("[%s] idle timeout", self.session.id)
                 self.conn.idle_timeout()
                 self._pump()
@@ -441,17 +467,12 @@ class Connection:
             result = handler(*args)
             if inspect.isawaitable(result):
                 await result
-        except SMTPError as exc:
-            return exc
-        except Exception:
-            self.log.exception("[%s] handler %s failed", self.session.id,
-                               getattr(handler, "__name__", handler))
-            return SMTPError(451, "Error: local error in processing", enhanced="4.3.0")
+        except Exception as exc:
+            return handler_error(exc, self.log, self.session.id, handler)
         return None
 
     def _refuse(self, error: SMTPError) -> bool:
-        code = error.code if 400 <= error.code <= 599 else 554
-        self.conn.shutdown(error.message or "Connection refused", code, error.enhanced)
+        refuse(self.conn, error)
         return self._flush_and_stop()
 
     def _flush_and_stop(self) -> bool:
@@ -464,11 +485,9 @@ class Connection:
     # -- server shutdown -----------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Server closing: 421 now if idle, else after the current message."""
-        if self._finished or self.in_message:
-            return
-        self.conn.shutdown()
-        self._pump()
+        """Server closing: the session task says 421 as soon as no message
+        or decision is in flight."""
+        self._wake()
 
     def abort(self) -> None:
         self._finish(abort=True)
@@ -481,10 +500,17 @@ class Connection:
         self._paused.add(reason)
 
     def _resume(self, reason: str) -> None:
+        if reason == "stream":
+            self.last_activity = time.monotonic()
         if reason in self._paused:
             self._paused.discard(reason)
             if not self._paused and not self._finished:
                 self.io.resume_reading()
+
+    def _done(self) -> bool:
+        """The session is over (a method, so that type checkers do not assume
+        it unchanged across an ``await``)."""
+        return self._finished
 
     def _finish(self, abort: bool = False) -> None:
         if self._finished:

@@ -50,7 +50,8 @@ class AsyncioIO(asyncio.Protocol):
         self.remote: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
         self.tls: TLSInfo | None = None
-        """Implicit TLS: the loop finished the handshake before ``connection_made``."""
+        """The TLS session, if any (implicit TLS: set before the driver exists)."""
+        self._held: list[bytes] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -65,13 +66,19 @@ class AsyncioIO(asyncio.Protocol):
         self._driver = self._on_made(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._driver is not None:
+        if self._held is not None:
+            # Decrypted bytes that came with the client's TLS Finished, before
+            # the driver learnt that TLS is up: replayed on resume_reading().
+            self._held.append(data)
+        elif self._driver is not None:
             self._driver.feed(data)
 
     def eof_received(self) -> bool:
         if self._driver is not None:
             self._driver.feed_eof()
-        return True  # keep the write side open: we close after the last reply
+        # Keep the write side open to send the last reply, which asyncio only
+        # allows on plain transports.
+        return self.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -111,6 +118,10 @@ class AsyncioIO(asyncio.Protocol):
     def resume_reading(self) -> None:
         if not self._closed and self._transport is not None:
             self._transport.resume_reading()
+        held, self._held = self._held, None
+        if held and self._driver is not None:
+            for data in held:
+                self._driver.feed(data)
 
     async def start_tls(
         self, context: ssl.SSLContext, timeout: float, prefix: bytes = b""
@@ -121,14 +132,23 @@ class AsyncioIO(asyncio.Protocol):
         if self._closed or self._transport is None:
             raise ConnectionError("connection closed before the TLS handshake")
         loop = asyncio.get_running_loop()
-        transport = await loop.start_tls(
-            self._transport, self, context, server_side=True, ssl_handshake_timeout=timeout
-        )
-        if transport is None:
-            raise ConnectionError("TLS handshake failed")
+        raw = self._transport
+        self._held = []
+        try:
+            transport = await loop.start_tls(
+                raw, self, context, server_side=True, ssl_handshake_timeout=timeout
+            )
+            if transport is None:
+                raise ConnectionError("TLS handshake failed")
+        except BaseException:
+            # asyncio closes the socket without telling the protocol.
+            self._closed = True
+            self._held = None
+            raw.abort()
+            raise
         self._transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        return tls_info(ssl_object)
+        self.tls = tls_info(transport.get_extra_info("ssl_object"))
+        return self.tls
 
     async def aclose(self) -> None:
         transport = self._transport

@@ -97,8 +97,8 @@ class StreamIO:
             self._out.append(data)
 
     async def flush(self) -> None:
-        if not self._out:
-            return
+        # Always under the lock, even with nothing queued: another task may be
+        # in the middle of sending, and "flushed" means that send is over too.
         async with self._lock:
             while self._out and not self._broken:
                 data = b"".join(self._out)
@@ -123,11 +123,14 @@ class StreamIO:
     ) -> TLSInfo:
         await self.flush()
         raw: ByteStream = _Replay(self._stream, prefix) if prefix else self._stream
-        with anyio.fail_after(timeout):
-            stream = await TLSStream.wrap(
-                raw, server_side=True, ssl_context=context, standard_compatible=False
-            )
-        self._stream = stream
+        # Hold the send lock through the handshake: nobody else may write to
+        # the raw stream while TLS records are being exchanged on it.
+        async with self._lock:
+            with anyio.fail_after(timeout):
+                stream = await TLSStream.wrap(
+                    raw, server_side=True, ssl_context=context, standard_compatible=False
+                )
+            self._stream = stream
         return tls_info(stream.extra(TLSAttribute.ssl_object))
 
     async def aclose(self) -> None:

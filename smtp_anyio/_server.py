@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -206,19 +205,18 @@ class SMTPServer(ServerBase):
     # -- reverse DNS -----------------------------------------------------------
 
     async def reverse_lookup(self, address: str) -> str | None:
+        """The client's host name, or None after ``reverse_lookup_timeout``."""
+        resolver = self.options.resolver
         with anyio.move_on_after(self.options.reverse_lookup_timeout):
-            try:
-                resolver = self.options.resolver
-                if resolver is not None:
-                    result = resolver(address)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    return str(result) if result else None
-                host, _ = await anyio.getnameinfo((address, 0), socket.NI_NAMEREQD)
-                return host or None
-            except (OSError, ValueError, UnicodeError):
-                return None
-            except Exception:
-                self.logger.exception("resolver failed for %s", address)
-                return None
+            if resolver is not None and inspect.iscoroutinefunction(resolver):
+                try:
+                    result = await resolver(address)
+                except Exception:
+                    self.logger.exception("resolver failed for %s", address)
+                    return None
+                return str(result) if result else None
+            # Lookups and plain resolvers block: a worker thread, abandoned
+            # when the timeout expires.
+            return await anyio.to_thread.run_sync(
+                self.resolve_blocking, address, abandon_on_cancel=True)
         return None

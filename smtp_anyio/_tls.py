@@ -152,6 +152,8 @@ class TLSContexts:
 
     def update(self, **changes: object) -> None:
         """Apply new TLS options (``key=``, ``cert=``, ``sni_options=``, ...)."""
+        if ("key" in changes or "cert" in changes) and "tls_context" not in changes:
+            changes["tls_context"] = None  # new key material replaces a given context
         config = self._config.replace(**changes)
         self._rebuild(config)
         self._config = config
@@ -167,10 +169,18 @@ class TLSContexts:
                     sni_options=None, tls_context=None, **options
                 ).build()
         self._default, self._sni = default, sni
-        if self._front is None:
+        front = self._front
+        if front is None:
             self._front = default
             if default is not config.tls_context or default.sni_callback is None:
                 default.sni_callback = self._select
+        elif front is not default:
+            # A handshake starts on the front context and only its certificate
+            # and CA store follow the switch in _select: the protocol limits
+            # and the verify mode are the front's own, so carry them over.
+            front.minimum_version = default.minimum_version
+            front.maximum_version = default.maximum_version
+            front.verify_mode = default.verify_mode
 
     def _select(
         self, sslobj: ssl.SSLObject | ssl.SSLSocket, servername: str | None,

@@ -33,7 +33,7 @@ from ._events import (
     XForward,
 )
 from ._proxy import parse_proxy_header
-from ._replies import format_reply
+from ._replies import check_enhanced, format_reply
 from ._session import Envelope, Session
 from ._state import Reply, State
 
@@ -73,6 +73,7 @@ __all__ = [
     "XClient",
     "XForward",
     "__version__",
+    "check_enhanced",
     "decode_xtext",
     "format_reply",
     "parse_path",

@@ -335,30 +335,40 @@ class _Commands(_Base):
 
     # -- Postfix proxies -------------------------------------------------------
 
-    def _cmd_xclient(self, verb: str, arg: str) -> None:
-        session = self.session
-        if not self.config.use_xclient or "ADDR" in session.xclient:
-            # After XCLIENT ADDR the session is the proxied client's: no privilege.
+    def _proxy_attributes(
+        self, arg: str, trusted: bool, allowed: tuple[str, ...]
+    ) -> dict[str, str | None] | None:
+        """The checks XCLIENT and XFORWARD share; None once refused."""
+        if not trusted:
             self._error(550, "5.7.0", "Error: not allowed")
-            return
-        if session.envelope.mail_from is not None or self._msg_open:
+            return None
+        if self.session.envelope.mail_from is not None or self._msg_open:
             self._error(503, "5.5.1", "Error: mail transaction in progress")
-            return
+            return None
         try:
-            attrs = parse_attributes(arg, XCLIENT_ATTRIBUTES)
+            return parse_attributes(arg, allowed)
         except AddressError as exc:
             self._error(exc.code, exc.enhanced, exc.text)
+            return None
+
+    def _cmd_xclient(self, verb: str, arg: str) -> None:
+        session = self.session
+        # After XCLIENT ADDR the session is the proxied client's: no privilege.
+        trusted = self.config.use_xclient and "ADDR" not in session.xclient
+        attrs = self._proxy_attributes(arg, trusted, XCLIENT_ATTRIBUTES)
+        if attrs is None:
             return
         for key, value in attrs.items():
             if key == "ADDR":
                 session.remote_address = value
-                if "NAME" not in attrs:
-                    session.client_hostname = f"[{value}]" if value else None
-            elif key == "NAME":
-                session.client_hostname = value
             elif key == "PORT":
                 session.remote_port = int(value) if value else None
             session.xclient[key] = value
+        if "ADDR" in attrs or "NAME" in attrs:
+            # An unknown name is shown as the address, as for a failed lookup.
+            address = session.remote_address
+            session.client_hostname = attrs.get("NAME") or (
+                f"[{address}]" if address else None)
         # The client must greet again: it is now a different client.
         session.opening_command = session.host_name_appears_as = None
         session.envelope = Envelope()
@@ -373,19 +383,10 @@ class _Commands(_Base):
         self._reply(220, self._greeting_text())
 
     def _cmd_xforward(self, verb: str, arg: str) -> None:
-        session = self.session
-        if not self.config.use_xforward:
-            self._error(550, "5.7.0", "Error: not allowed")
+        attrs = self._proxy_attributes(arg, self.config.use_xforward, XFORWARD_ATTRIBUTES)
+        if attrs is None:
             return
-        if session.envelope.mail_from is not None or self._msg_open:
-            self._error(503, "5.5.1", "Error: mail transaction in progress")
-            return
-        try:
-            attrs = parse_attributes(arg, XFORWARD_ATTRIBUTES)
-        except AddressError as exc:
-            self._error(exc.code, exc.enhanced, exc.text)
-            return
-        session.xforward.update(attrs)
+        self.session.xforward.update(attrs)
         self._events.append(XForward(attrs))
         self._reply(250, "OK", "2.0.0")
 

@@ -17,13 +17,22 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from smtp_anyio._dispatch import Outcome, answer, failed, succeeded
+from smtp_anyio._dispatch import (
+    Outcome,
+    answer,
+    default_decision,
+    failed,
+    handler_error,
+    refuse,
+    succeeded,
+)
 from smtp_anyio._errors import MessageAbortedError, SMTPError
 from smtp_anyio._io_asyncio import normalise_address
 from smtp_anyio._syncstream import BlockingMessageStream
 from smtp_anyio._tls import tls_info
 from smtp_proto import (
     NEED_DATA,
+    PAUSED,
     AuthAttempt,
     ConnectionClosed,
     DataChunk,
@@ -88,6 +97,8 @@ class SyncConnection:
                 self._serve()
         except _Closed:
             pass
+        except RemoteProtocolError as exc:  # an invalid PROXY header
+            self.log.info("[%s] closing: %s", self.session.id, exc)
         except (OSError, ssl.SSLError) as exc:
             self.log.info("[%s] connection error: %r", self.session.id, exc)
         except Exception:
@@ -160,21 +171,9 @@ class SyncConnection:
 
     def _decide(self, event: Event, handler: Any) -> None:
         if handler is None:
-            if isinstance(event, AuthAttempt):
-                self._default_auth(event)
-            else:
-                self.conn.accept()
+            default_decision(self.conn, event)
             return
         answer(self.conn, event, self._outcome(handler, event, self.session), self.log)
-
-    def _default_auth(self, event: AuthAttempt) -> None:
-        if event.mechanism == "XCLIENT":
-            self.conn.accept()
-        elif event.mechanism == "XOAUTH2":
-            self.conn.reject(535, "Error: authentication not implemented", "5.7.8",
-                             challenge='{"status":"401","schemes":"bearer"}')
-        else:
-            self.conn.reject(535, "Error: authentication not implemented", "5.7.8")
 
     @staticmethod
     def _outcome(handler: Any, *args: object) -> Outcome:
@@ -236,6 +235,12 @@ class SyncConnection:
             elif isinstance(event, ConnectionClosed):
                 self._end_message(MessageAborted("connection_lost"))
                 return
+            elif isinstance(event, Hello):
+                # EHLO between BDAT chunks: accepting it aborts the message
+                # (RFC 5321 4.1.4), which the next event reports.
+                conn.accept()
+            elif event is PAUSED:
+                raise RuntimeError(f"unexpected decision during a message: {conn.pending!r}")
 
     def _end_message(self, event: Event) -> None:
         self._message_end = event
@@ -256,6 +261,7 @@ class SyncConnection:
         """Feed the core what the client sends next (or the idle timeout)."""
         conn = self.conn
         server = self.server
+        self._flush()  # the replies the core queued on its own, before blocking
         if not self._readable(server.options.socket_timeout):
             if server.closing and not self.in_message:
                 conn.shutdown()
@@ -344,20 +350,15 @@ class SyncConnection:
     def _call(self, handler: Any, *args: object) -> SMTPError | None:
         try:
             handler(*args)
-        except SMTPError as exc:
-            return exc
-        except Exception:
-            self.log.exception("[%s] handler %s failed", self.session.id,
-                               getattr(handler, "__name__", handler))
-            return SMTPError(451, "Error: local error in processing", enhanced="4.3.0")
+        except Exception as exc:
+            return handler_error(exc, self.log, self.session.id, handler)
         return None
 
     def _allowed(self, handler: Any, *args: object) -> bool:
         error = self._call(handler, *args)
         if error is None:
             return True
-        code = error.code if 400 <= error.code <= 599 else 554
-        self.conn.shutdown(error.message or "Connection refused", code, error.enhanced)
+        refuse(self.conn, error)
         self._flush()
         return False
 

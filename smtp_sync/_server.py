@@ -230,22 +230,8 @@ class SMTPServer(ServerBase):
                 self._resolver_pool = concurrent.futures.ThreadPoolExecutor(
                     max_workers=4, thread_name_prefix="smtp_sync dns")
             pool = self._resolver_pool
-        future = pool.submit(self._resolve, address)
+        future = pool.submit(self.resolve_blocking, address)
         try:
             return future.result(timeout=self.options.reverse_lookup_timeout)
         except concurrent.futures.TimeoutError:
-            return None
-
-    def _resolve(self, address: str) -> str | None:
-        try:
-            resolver = self.options.resolver
-            if resolver is not None:
-                result = resolver(address)
-                return str(result) if result else None
-            host, _ = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)
-            return host or None
-        except (OSError, ValueError, UnicodeError):
-            return None
-        except Exception:
-            self.logger.exception("resolver failed for %s", address)
             return None
