@@ -272,9 +272,11 @@ XCLIENT_OK = [
      {"remote_address": "192.0.2.7", "client_hostname": "mail.example.com",
       "remote_port": 4000}),
     ("ADDR=IPV6:2001:DB8::7", {"ADDR": "2001:db8::7"}, {"remote_address": "2001:db8::7"}),
+    # An unknown name shows as the address, as after a failed reverse lookup.
     ("addr=192.0.2.7 name=[UNAVAILABLE]", {"ADDR": "192.0.2.7", "NAME": None},
-     {"client_hostname": None}),
-    ("NAME=[TEMPUNAVAIL]", {"NAME": None}, {"client_hostname": None, "remote_address": "10.0.0.1"}),
+     {"client_hostname": "[192.0.2.7]"}),
+    ("NAME=[TEMPUNAVAIL]", {"NAME": None},
+     {"client_hostname": "[10.0.0.1]", "remote_address": "10.0.0.1"}),
     ("ADDR=[UNAVAILABLE]", {"ADDR": None}, {"remote_address": None, "client_hostname": None}),
     ("PORT=[UNAVAILABLE]", {"PORT": None}, {"remote_port": None}),
     ("HELO=Client.Example PROTO=ESMTP", {"HELO": "client.example", "PROTO": "ESMTP"}, {}),
