@@ -17,10 +17,12 @@ from smtp_proto import (
 from ._errors import MessageAbortedError, SMTPError
 from ._server import SMTPServer
 from ._stream import MessageStream
+from ._syncstream import BlockingMessageStream
 from ._tls import TLSConfig
 
 __all__ = [
     "AuthAttempt",
+    "BlockingMessageStream",
     "Envelope",
     "MailFrom",
     "MessageAbortedError",

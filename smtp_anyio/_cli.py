@@ -72,7 +72,9 @@ def self_signed(directory: Path) -> tuple[str, str]:
         return str(cert), str(key)
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+         "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+         "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
     return str(cert), str(key)
@@ -135,9 +137,9 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None) -> Non
         options["name"] = args.name
     users = load_auth_file(args.auth_file) if args.auth_file else None
     options["auth_optional"] = users is None
-    options["allow_insecure_auth"] = users is None or args.allow_insecure_auth
-    if users is not None:
-        options["auth_methods"] = ("PLAIN", "LOGIN", "CRAM-MD5")
+    options["allow_insecure_auth"] = args.allow_insecure_auth
+    # Without users there is nobody to log in: AUTH is not offered at all.
+    options["auth_methods"] = ("PLAIN", "LOGIN", "CRAM-MD5") if users is not None else ()
     tmp = None
     if args.tls_self_signed and not args.tls_cert:
         tmp = tempfile.TemporaryDirectory(prefix="smtp-anyio-")
@@ -152,7 +154,8 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None) -> Non
     server = MaildirServer(store, users, **options)
     try:
         async with server:
-            for host, port in args.listen or [("127.0.0.1", 2525)]:
+            plain = args.listen or ([] if args.implicit_tls else [("127.0.0.1", 2525)])
+            for host, port in plain:
                 bound = await server.listen(port, host)
                 print(f"listening on {bound[0]}:{bound[1]}", flush=True)
             for host, port in args.implicit_tls:
@@ -183,14 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend = "asyncio"
         else:
             backend = "uvloop"
+    status = 0
     try:
         if backend == "uvloop":
             anyio.run(run, args, backend="asyncio", backend_options={"use_uvloop": True})
         else:
             anyio.run(run, args, backend=backend)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    except* OSError as group:  # e.g. address in use, from inside the task group
+        for exc in group.exceptions:
+            print(f"error: {exc}", file=sys.stderr)
+        status = 1
+    return status

@@ -86,7 +86,7 @@ def answer(conn: ServerConnection, event: Event, outcome: Outcome, log: logging.
     error = outcome.error
     if isinstance(event, AuthAttempt):
         if error is None:
-            if outcome.value is None or outcome.value is False:
+            if not outcome.value:  # as smtp-server: no user, no login
                 conn.reject(535, "Error: authentication credentials invalid", "5.7.8")
             else:
                 conn.accept(user=outcome.value)

@@ -157,8 +157,10 @@ class Connection:
                 break
             if isinstance(event, DataChunk):
                 stream = self._stream
-                if stream is not None and not self._data_done and stream.feed(event.data):
-                    self._pause("stream")
+                if stream is not None and not self._data_done:
+                    stream.size_exceeded = conn.size_exceeded
+                    if stream.feed(event.data):
+                        self._pause("stream")
             elif isinstance(event, RcptTo):
                 self._decide(event, server.handlers.rcpt_to)
             elif isinstance(event, MailFrom):

@@ -41,7 +41,7 @@ class MessageAbortedError(Exception):
 
     ``reason`` is that of :class:`smtp_proto.MessageAborted`:
     ``size_exceeded``, ``bare_line_ending``, ``connection_lost``, ``reset``,
-    ``shutdown``, ``quit`` or ``bdat_error``. The server has already answered
+    ``shutdown`` or ``quit``. The server has already answered
     the client (or lost it); the handler should drop what it has so far.
     """
 

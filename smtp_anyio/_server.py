@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -85,11 +86,27 @@ class SMTPServer(ServerBase):
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        if not self.closing:
-            with anyio.CancelScope(shield=exc_type is None):
-                await self.close()
         assert self._tg is not None
+        try:
+            if not self.closing:
+                if exc_type is None:
+                    await self.close()
+                else:  # cancelled or failing: no grace period, but no leaks
+                    self._abort_all()
+        except BaseException:
+            await self._tg.__aexit__(*sys.exc_info())
+            raise
         return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def _abort_all(self) -> None:
+        self.closing = True
+        for stop in self._listeners:
+            stop()
+        self._listeners.clear()
+        for connection in list(self.connections):
+            connection.abort()
+        if self._closed is not None:
+            self._closed.set()
 
     async def listen(
         self, port: int = 0, host: str = "127.0.0.1", *, secure: bool | None = None

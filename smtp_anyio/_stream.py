@@ -24,11 +24,13 @@ LOW_WATER = 64 * 1024
 class MessageStream:
     """Chunks of the message body; ``async for chunk in stream``.
 
-    ``byte_length`` counts the bytes received so far and ``size_exceeded``
-    turns true as soon as the message outgrows the server's ``size``. If the
-    message is aborted (too big, connection lost, RSET...) iteration raises
-    :class:`MessageAbortedError` after the bytes received before the abort:
-    a handler that stores as it reads must then discard what it stored.
+    ``byte_length`` counts the bytes delivered to the stream so far, and
+    ``size_exceeded`` turns true with the chunk that reaches the server's
+    ``size`` when the message is bigger (nothing beyond ``size`` is
+    delivered). If the message is aborted (too big, connection lost, RSET...)
+    iteration raises :class:`MessageAbortedError` after the bytes received
+    before the abort: a handler that stores as it reads must then discard
+    what it stored.
     """
 
     def __init__(self, on_drained: Callable[[], None] | None = None) -> None:

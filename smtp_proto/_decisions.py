@@ -19,8 +19,8 @@ __all__: list[str] = []
 # without saying more: {event type: (accept text, accept enhanced, {code: enhanced})}
 _DEFAULTS: dict[type[Event], tuple[str, str, dict[int, str]]] = {
     AuthAttempt: ("Authentication successful", "2.7.0", {535: "5.7.8", 550: "5.7.8"}),
-    MailFrom: ("Accepted", "2.1.0", {550: "5.1.0", 553: "5.1.7"}),
-    RcptTo: ("Accepted", "2.1.5", {}),
+    MailFrom: ("Accepted", "2.1.0", {550: "5.1.0", 553: "5.1.7", 554: "5.7.1"}),
+    RcptTo: ("Accepted", "2.1.5", {554: "5.7.1"}),
     MessageComplete: ("OK: message queued", "2.0.0", {550: "5.6.0", 554: "5.6.0"}),
 }
 _REJECT_TEXT = {

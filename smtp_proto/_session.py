@@ -97,9 +97,12 @@ class Session:
 
     @property
     def transmission_type(self) -> str:
-        """RFC 3848 protocol name: SMTP, ESMTP, ESMTPS, ESMTPSA, LMTP, LMTPSA..."""
+        """RFC 3848 / RFC 6531 protocol name: SMTP, ESMTP, ESMTPS, ESMTPSA,
+        LMTP, LMTPSA, UTF8SMTPS..."""
         kind = "LMTP" if self.lmtp else "SMTP"
-        if self.opening_command == "EHLO":
+        if self.envelope.smtputf8:
+            kind = "UTF8" + kind  # RFC 6531 section 3.7.3: UTF8SMTP, UTF8LMTPSA...
+        elif self.opening_command == "EHLO":
             kind = "E" + kind
         if self.secure:
             kind += "S"

@@ -227,6 +227,7 @@ class SyncConnection:
                 self._read()
             elif isinstance(event, DataChunk):
                 if self._stream is not None:
+                    self._stream.size_exceeded = conn.size_exceeded
                     self._stream.feed(event.data)
                 return
             elif isinstance(event, MessageComplete | MessageAborted):

@@ -879,10 +879,12 @@ def test_session_fields_in_handlers(start_server) -> None:
         {**greeted, "transaction": 1, "mail_from": "a@example.com",
          "rcpt_to": ["b@example.com", "c@example.com"], **plain},
         {**greeted, "transaction": 2, "mail_from": None, "rcpt_to": [], **plain},
+        # RFC 6531 section 3.7.3: an SMTPUTF8 transaction is "UTF8SMTP".
         {**greeted, "transaction": 2, "mail_from": "jörg@example.com", "rcpt_to": [],
-         "body_type": "8bitmime", "smtputf8": True},
+         "body_type": "8bitmime", "smtputf8": True, "transmission_type": "UTF8SMTP"},
         {**greeted, "transaction": 2, "mail_from": "jörg@example.com",
-         "rcpt_to": ["d@example.com"], "body_type": "8bitmime", "smtputf8": True},
+         "rcpt_to": ["d@example.com"], "body_type": "8bitmime", "smtputf8": True,
+         "transmission_type": "UTF8SMTP"},
     ]
     with smtplib.SMTP(*running.address) as client:
         client.sendmail("a@example.com", ["b@example.com"], BODY)

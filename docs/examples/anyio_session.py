@@ -1,0 +1,55 @@
+"""What the session tells you: a Received: trace header, and a queue record
+that keeps the DSN parameters for the bounces to come."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from typing import Any
+
+from smtp_anyio import MessageStream, Session, SMTPServer
+
+
+def received_header(session: Session, by: str) -> str:
+    """The ``Received:`` line (RFC 5321 section 4.4) for the current message."""
+    client = session.client_hostname or ""
+    reverse_dns = "unknown" if client.startswith("[") or not client else client
+    text = (f"Received: from {session.host_name_appears_as or 'unknown'} "
+            f"({reverse_dns} [{session.remote_address}])\r\n\tby {by}")
+    if session.tls is not None:
+        text += f" (using {session.tls.version} with cipher {session.tls.cipher})"
+    text += f"\r\n\twith {session.transmission_type} id {session.id}-{session.transaction}"
+    recipients = session.envelope.rcpt_to
+    if len(recipients) == 1:  # RFC 5321: "for" only names a single recipient
+        text += f"\r\n\tfor <{recipients[0].address}>"
+    return text + f"; {email.utils.formatdate(localtime=True)}\r\n"
+
+
+def queue_record(session: Session) -> dict[str, Any]:
+    """The envelope as JSON-able data, DSN parameters included."""
+    envelope = session.envelope
+    assert envelope.mail_from is not None
+    return {
+        "sender": envelope.mail_from.address,
+        "body": envelope.body_type,  # "7bit", "8bitmime" or "binarymime"
+        "smtputf8": envelope.smtputf8,
+        "dsn": envelope.dsn,  # {"ret": "FULL" | "HDRS" | None, "envid": str | None}
+        "recipients": [
+            {"address": rcpt.address, "notify": rcpt.notify, "orcpt": rcpt.orcpt}
+            for rcpt in envelope.rcpt_to
+        ],
+        "client": {"address": session.remote_address, "helo": session.host_name_appears_as,
+                   "user": session.user, "protocol": session.transmission_type},
+    }
+
+
+class TracingServer(SMTPServer):
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(name=name, **options)
+        self.name = name
+        self.queue: list[tuple[str, bytes]] = []  # (JSON record, message)
+
+    async def on_data(self, stream: MessageStream, session: Session) -> None:
+        header = received_header(session, by=self.name)
+        message = header.encode() + await stream.read()
+        self.queue.append((json.dumps(queue_record(session)), message))
