@@ -98,7 +98,11 @@ class Connection:
         self._stream: MessageStream | BlockingMessageStream | None = None
         self._data_outcome: Outcome | None = None
         self._data_done = False
-        self._data_running: anyio.Event | None = None
+        self._data_worker = False        # the on_data task is started
+        self._queued_stream: MessageStream | BlockingMessageStream | None = None
+        self._data_wakeup: anyio.Event | None = None
+        self._data_active = False        # on_data is running
+        self._data_idle: anyio.Event | None = None
         self._finished = False
         self._wakeup: anyio.Event | None = None
         self._proxied = False
@@ -253,18 +257,35 @@ class Connection:
             # thread, and tells the loop from there when it has caught up.
             stream = BlockingMessageStream(
                 on_drained=lambda: anyio.from_thread.run_sync(self._resume, "stream"))
-        self._stream = stream
-        assert self._tg is not None
-        self._tg.start_soon(self._run_on_data, stream)
+        self._stream = self._queued_stream = stream
+        if self._data_worker:
+            if self._data_wakeup is not None:
+                self._data_wakeup.set()
+                self._data_wakeup = None
+        else:
+            self._data_worker = True
+            assert self._tg is not None
+            self._tg.start_soon(self._run_on_data)
 
-    async def _run_on_data(self, stream: MessageStream | BlockingMessageStream) -> None:
+    async def _run_on_data(self) -> None:
+        """The connection's on_data task: runs the handler for each message
+        in turn (waking one task costs less than starting one per message)."""
         handler = self.server.handlers.data
         assert handler is not None
-        running = self._data_running = anyio.Event()
-        try:
-            await self._on_data(handler, stream)
-        finally:
-            running.set()
+        while True:
+            stream = self._queued_stream
+            if stream is None:
+                wakeup = self._data_wakeup = anyio.Event()
+                await wakeup.wait()
+                continue
+            self._queued_stream = None
+            self._data_active = True
+            try:
+                await self._on_data(handler, stream)
+            finally:
+                self._data_active = False
+                if self._data_idle is not None:
+                    self._data_idle.set()
 
     async def _on_data(
         self, handler: Callable[..., Any], stream: MessageStream | BlockingMessageStream
@@ -378,8 +399,9 @@ class Connection:
                 # cancellation.
                 with anyio.move_on_after(_FINAL_FLUSH):
                     await self.io.flush()
-                    if self._data_running is not None:
-                        await self._data_running.wait()
+                    if self._data_active:
+                        self._data_idle = anyio.Event()
+                        await self._data_idle.wait()
                 tg.cancel_scope.cancel()
         finally:
             self._finished = True
