@@ -32,6 +32,8 @@ from ._events import (
     XClient,
     XForward,
 )
+from ._proxy import MAX_V1_LENGTH as PROXY_V1_MAX_LENGTH
+from ._proxy import V2_SIGNATURE as PROXY_V2_SIGNATURE
 from ._proxy import parse_proxy_header
 from ._replies import check_enhanced, format_reply
 from ._session import Envelope, Session
@@ -44,6 +46,8 @@ __all__ = [
     "DECISION_EVENTS",
     "NEED_DATA",
     "PAUSED",
+    "PROXY_V1_MAX_LENGTH",
+    "PROXY_V2_SIGNATURE",
     "AddressError",
     "AuthAttempt",
     "ConnectionClosed",

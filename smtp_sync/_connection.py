@@ -15,6 +15,7 @@ import secrets
 import select
 import socket
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 from smtp_anyio._dispatch import (
@@ -33,6 +34,8 @@ from smtp_anyio._tls import tls_info
 from smtp_proto import (
     NEED_DATA,
     PAUSED,
+    PROXY_V1_MAX_LENGTH,
+    PROXY_V2_SIGNATURE,
     AuthAttempt,
     ConnectionClosed,
     DataChunk,
@@ -42,13 +45,13 @@ from smtp_proto import (
     MessageAborted,
     MessageComplete,
     MessageStart,
+    ProxyHeader,
     RcptTo,
     RemoteProtocolError,
     ServerConnection,
     Session,
     StartTLS,
     State,
-    parse_proxy_header,
 )
 
 if TYPE_CHECKING:
@@ -57,7 +60,6 @@ if TYPE_CHECKING:
 __all__ = ["SyncConnection"]
 
 _READ_SIZE = 65536
-_PROXY_PEEK = 16 + 65535
 
 
 class _Closed(Exception):
@@ -278,11 +280,11 @@ class SyncConnection:
         except (ConnectionError, ssl.SSLError):
             return b""
 
-    def _readable(self, timeout: float) -> bool:
-        """Wait for input; False on timeout or when the server is closing
-        (unless a message is in flight, which is let finish)."""
+    def _readable(self, timeout: float, events: int = select.POLLIN) -> bool:
+        """Wait for input (or ``events``); False on timeout or when the server
+        is closing (unless a message is in flight, which is let finish)."""
         sock = self.sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if events == select.POLLIN and isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         if self._watching_wakeup and self.in_message:
             self._poll.unregister(self.server.wakeup_fd)
@@ -292,7 +294,7 @@ class SyncConnection:
             self._watching_wakeup = True
         if self.server.closing and not self.in_message:
             return False
-        self._poll.register(sock.fileno(), select.POLLIN)
+        self._poll.register(sock.fileno(), events)
         try:
             ready = self._poll.poll(timeout * 1000)
         finally:
@@ -311,34 +313,61 @@ class SyncConnection:
         context = self.server.tls.context
         sock = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
         self.sock = sock
+        timeout = self.server.options.socket_timeout
+        deadline = time.monotonic() + timeout
+        # Non-blocking, waiting in poll(): a server closing can wake us, and a
+        # client that never finishes the handshake runs into socket_timeout.
+        sock.setblocking(False)
         try:
-            sock.do_handshake()
+            while True:
+                try:
+                    sock.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._readable(remaining, events):
+                    raise TimeoutError("TLS handshake not finished")
         except (OSError, ssl.SSLError) as exc:
             self.log.info("[%s] TLS handshake failed: %r", self.session.id, exc)
             raise _Closed from exc
+        finally:
+            sock.settimeout(timeout)
         info = tls_info(sock)
         self.conn.tls_established(info)
         self.log.info("[%s] TLS established: %s %s", self.session.id, info.version, info.cipher)
 
     def _read_proxy_header(self) -> None:
-        """Read exactly the PROXY header (peeking first), so that a TLS
-        handshake that follows it stays in the socket for ``wrap_socket``."""
-        while True:
-            if not self._readable(self.server.options.socket_timeout):
+        """Read exactly the PROXY header and not a byte more, so that a TLS
+        handshake behind it stays in the socket for ``wrap_socket``: a v2
+        header by its announced length, a v1 line a byte at a time (at most
+        107). The whole header must arrive within ``socket_timeout``."""
+        deadline = time.monotonic() + self.server.options.socket_timeout
+        data = self._recv_exact(1, deadline)
+        if data == PROXY_V2_SIGNATURE[:1]:
+            data += self._recv_exact(15, deadline)
+            if data.startswith(PROXY_V2_SIGNATURE):
+                data += self._recv_exact(int.from_bytes(data[14:16], "big"), deadline)
+        else:
+            while not data.endswith(b"\n") and len(data) < PROXY_V1_MAX_LENGTH:
+                data += self._recv_exact(1, deadline)
+        self.conn.receive_data(data)
+        if not isinstance(self.conn.next_event(), ProxyHeader):  # or RemoteProtocolError
+            raise _Closed
+
+    def _recv_exact(self, size: int, deadline: float) -> bytes:
+        data = b""
+        while len(data) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._readable(remaining):
                 raise _Closed
-            peeked = self.sock.recv(_PROXY_PEEK, socket.MSG_PEEK)
-            if not peeked:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
                 raise _Closed
-            try:
-                parsed = parse_proxy_header(peeked)
-            except ValueError:
-                self.conn.receive_data(self.sock.recv(_READ_SIZE))
-                self.conn.next_event()  # raises RemoteProtocolError
-                raise _Closed from None
-            if parsed is not None:
-                self.conn.receive_data(self.sock.recv(parsed[1]))
-                self.conn.next_event()  # the ProxyHeader event
-                return
+            data += chunk
+        return data
 
     def _close_socket(self) -> None:
         with contextlib.suppress(_Closed):

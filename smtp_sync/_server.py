@@ -49,6 +49,7 @@ class SMTPServer(ServerBase):
         self._lock = threading.Lock()
         self._listeners: list[tuple[socket.socket, bool]] = []
         self._threads: list[threading.Thread] = []
+        self._serving = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._idle = threading.Condition(self._lock)
         self._stopped = threading.Event()
@@ -105,26 +106,36 @@ class SMTPServer(ServerBase):
         address = (str(name[0]), int(name[1]))
         self.addresses.append(address)
         self.logger.info("listening on %s:%d%s", *address, " (implicit TLS)" if implicit else "")
-        if self._threads:  # already serving: start accepting on this one too
-            self._start_accepting(sock, implicit)
+        with self._lock:
+            if self._serving and not self.closing:  # already serving: this one too
+                self._start_accepting(sock, implicit)
         return address
 
     def serve_forever(self) -> None:
         """Accept clients until :meth:`close` (from another thread or a
         signal handler) has finished."""
-        if not self._listeners:
-            self.listen(2525)
-        for sock, implicit in self._listeners:
-            self._start_accepting(sock, implicit)
+        self._serve()
         self._stopped.wait()
 
+    def _serve(self) -> None:
+        """Start an accept thread per listener, once; never after close()."""
+        if not self._listeners:
+            self.listen(2525)
+        with self._lock:
+            if self._serving or self.closing:
+                return
+            self._serving = True
+            for sock, implicit in self._listeners:
+                self._start_accepting(sock, implicit)
+
     def _start_accepting(self, sock: socket.socket, implicit: bool) -> None:
+        """(Under the lock.) One thread per listener; see _accept_loop."""
         thread = threading.Thread(
             target=self._accept_loop, args=(sock, implicit),
             name=f"smtp_sync accept {sock.getsockname()}", daemon=True,
         )
-        self._threads.append(thread)
         thread.start()
+        self._threads.append(thread)
 
     def _accept_loop(self, listener: socket.socket, implicit: bool) -> None:
         poller = select.poll()
@@ -200,7 +211,9 @@ class SMTPServer(ServerBase):
             leftovers = list(self.connections)
         for connection in leftovers:
             connection.cut()
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout=5)
         for sock, _ in self._listeners:
             sock.close()
@@ -209,10 +222,8 @@ class SMTPServer(ServerBase):
         self._stopped.set()
 
     def __enter__(self) -> SMTPServer:
-        """Serve in a background thread for the duration of the block."""
-        self._background = threading.Thread(target=self.serve_forever, daemon=True,
-                                            name="smtp_sync server")
-        self._background.start()
+        """Serve (in the accept threads) for the duration of the block."""
+        self._serve()
         return self
 
     def __exit__(
@@ -220,7 +231,6 @@ class SMTPServer(ServerBase):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-        self._background.join(timeout=5)
 
     # -- reverse DNS -------------------------------------------------------------------
 
