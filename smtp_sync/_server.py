@@ -238,7 +238,7 @@ class SMTPServer(ServerBase):
         with self._lock:
             if self._resolver_pool is None:
                 self._resolver_pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="smtp_sync dns")
+                    max_workers=16, thread_name_prefix="smtp_sync dns")
             pool = self._resolver_pool
         future = pool.submit(self.resolve_blocking, address)
         try:
