@@ -8,11 +8,16 @@ connection feeds chunks from its own thread; the handler reads in another.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ._errors import MessageAbortedError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["BlockingMessageStream"]
 
@@ -20,10 +25,12 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
 
-class BlockingMessageStream:
-    """``read(n=-1)``, ``readline()`` and iteration by chunks, blocking until
-    the bytes arrive. ``size_exceeded`` and ``byte_length`` as on the async
-    stream; an aborted message raises :class:`MessageAbortedError`."""
+class BlockingMessageStream(io.RawIOBase):
+    """``read(n=-1)``, ``readinto()``, ``readline()`` and iteration by chunks,
+    blocking until the bytes arrive; a readable binary file as far as
+    ``email.message_from_binary_file()`` or ``hashlib.file_digest()`` are
+    concerned. ``size_exceeded`` and ``byte_length`` as on the async stream;
+    an aborted message raises :class:`MessageAbortedError`."""
 
     def __init__(
         self,
@@ -34,6 +41,7 @@ class BlockingMessageStream:
         """``pull``: instead of waiting for another thread to feed it, call
         this to make the connection read more (``smtp_sync`` runs ``on_data``
         in the connection's own thread)."""
+        super().__init__()
         self._pull = pull
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -104,13 +112,20 @@ class BlockingMessageStream:
         return chunk
 
     def __iter__(self) -> Iterator[bytes]:
+        """The message by chunks as they arrive (not by lines, unlike files)."""
         while True:
             chunk = self._next_chunk()
             if chunk is None:
                 return
             yield chunk
 
-    def read(self, size: int = -1) -> bytes:
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (all that is left when negative)."""
         if size is None or size < 0:
             return b"".join(self)
@@ -129,8 +144,9 @@ class BlockingMessageStream:
             wanted -= len(chunk)
         return b"".join(parts)
 
-    def readline(self) -> bytes:
-        """One line, CRLF included (or what is left at the end)."""
+    def readline(self, size: int | None = -1) -> bytes:
+        """One line, CRLF included (or what is left at the end). ``size`` is
+        accepted for file compatibility; lines are bounded by the message."""
         parts: list[bytes] = []
         while True:
             chunk = self._next_chunk()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import inspect
 import select
 import socket
 import threading
@@ -45,11 +46,22 @@ class SMTPServer(ServerBase):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(SMTPServer, options, "smtp_sync")
+        for name in ("connect", "secure", "auth", "mail_from", "rcpt_to", "data", "close"):
+            handler = getattr(self.handlers, name)
+            if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+                    type(handler).__call__):
+                # Calling it would only make a coroutine object, which looks
+                # like success: an async on_auth would let anyone in.
+                raise TypeError(f"on_{name} is a coroutine function; smtp_sync calls "
+                                "plain functions (use smtp_anyio for coroutines)")
+        if inspect.iscoroutinefunction(self.options.resolver):
+            raise TypeError("resolver is a coroutine function; smtp_sync needs a plain one")
         self.connections: set[SyncConnection] = set()
         self._lock = threading.Lock()
         self._listeners: list[tuple[socket.socket, bool]] = []
         self._threads: list[threading.Thread] = []
         self._serving = False
+        self._closer: int | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._idle = threading.Condition(self._lock)
         self._stopped = threading.Event()
@@ -113,14 +125,15 @@ class SMTPServer(ServerBase):
 
     def serve_forever(self) -> None:
         """Accept clients until :meth:`close` (from another thread or a
-        signal handler) has finished."""
+        signal handler) has finished. Without a listener, listens on
+        127.0.0.1:2525."""
+        if not self._listeners:
+            self.listen(2525)
         self._serve()
         self._stopped.wait()
 
     def _serve(self) -> None:
         """Start an accept thread per listener, once; never after close()."""
-        if not self._listeners:
-            self.listen(2525)
         with self._lock:
             if self._serving or self.closing:
                 return
@@ -199,8 +212,12 @@ class SMTPServer(ServerBase):
             else:
                 already = False
                 self.closing = True
+                self._closer = threading.get_ident()
         if already:
-            self._stopped.wait()
+            # Wait for the close in progress, unless it is this very thread's
+            # (a signal handler interrupting it): that wait would never end.
+            if self._closer != threading.get_ident():
+                self._stopped.wait()
             return
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")  # wakes every poll(): accept loops and idle clients
@@ -222,7 +239,8 @@ class SMTPServer(ServerBase):
         self._stopped.set()
 
     def __enter__(self) -> SMTPServer:
-        """Serve (in the accept threads) for the duration of the block."""
+        """Serve (in the accept threads) for the duration of the block;
+        ``listen()`` before or inside it."""
         self._serve()
         return self
 

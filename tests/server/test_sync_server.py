@@ -1156,3 +1156,93 @@ def test_sqlite_in_on_data_stores_every_message_once(tmp_path: Path) -> None:
     assert sorted(r[0] for r in rows) == sorted(f"<{n}@sqlite.test>" for n in range(clients))
     assert len({r[1] for r in rows}) == clients  # one session each
     assert all(f"body of {r[0][1:].split('@')[0]}".encode() in r[2] for r in rows)
+
+
+# -- API edges ---------------------------------------------------------------------------
+
+
+def test_coroutine_handlers_are_refused() -> None:
+    """An async handler would only produce a coroutine object, which looks
+    like success (an async on_auth would let anyone in): refused up front."""
+    async def on_auth(auth: object, session: object) -> object:
+        return None
+
+    async def resolver(address: str) -> str:
+        return "x"
+
+    with pytest.raises(TypeError, match="on_auth"):
+        SMTPServer(on_auth=on_auth)
+    with pytest.raises(TypeError, match="resolver"):
+        SMTPServer(resolver=resolver)
+
+
+def test_stream_is_a_binary_file_for_the_stdlib() -> None:
+    import email
+    import hashlib
+
+    seen: list[object] = []
+
+    def on_data(stream: Any, session: Any) -> None:
+        if not seen:
+            seen.append(email.message_from_binary_file(stream)["Subject"])
+        else:
+            seen.append(hashlib.file_digest(stream, "sha256").hexdigest())
+
+    body = b"Subject: parsed\r\n\r\n" + b"line\r\n" * 5000
+    server = SMTPServer(on_data=on_data, auth_optional=True, disable_reverse_lookup=True)
+    host, port = server.listen(0)
+    with server, smtplib.SMTP(host, port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], body)
+        client.sendmail("a@example.com", ["b@example.com"], body)
+    assert seen == ["parsed", hashlib.sha256(body).hexdigest()]
+
+
+def test_with_block_opens_only_the_listeners_asked_for() -> None:
+    server = SMTPServer(auth_optional=True, disable_reverse_lookup=True)
+    with server:
+        host, port = server.listen(0)  # inside the block, as with smtp_anyio
+        with smtplib.SMTP(host, port) as client:
+            assert client.noop()[0] == 250
+        assert server.listening == ((host, port),)
+
+
+def test_close_from_a_signal_handler_during_close_does_not_hang(tmp_path: Any) -> None:
+    """A second close() from a signal handler interrupting the first, in the
+    same thread, must return instead of waiting for itself."""
+    script = tmp_path / "reentrant_close.py"
+    script.write_text(textwrap.dedent('''
+        import signal, socket, threading
+        from smtp_sync import SMTPServer
+        reading = threading.Event()
+        release = threading.Event()
+        def on_data(stream, session):
+            stream.readline()
+            reading.set()
+            release.wait(10)
+            stream.read()
+        server = SMTPServer(on_data=on_data, auth_optional=True,
+                            disable_reverse_lookup=True, close_timeout=5)
+        host, port = server.listen(0)
+        server.__enter__()
+        client = socket.create_connection((host, port), timeout=10)
+        replies = client.makefile("rb")
+        replies.readline()
+        client.sendall(b"HELO c\\r\\nMAIL FROM:<a@b.c>\\r\\nRCPT TO:<d@e.f>\\r\\nDATA\\r\\n")
+        for _ in range(4):
+            replies.readline()
+        client.sendall(b"Subject: x\\r\\n")
+        reading.wait(10)
+        def on_signal(signum, frame):
+            server.close()  # re-entrant: must not wait for the outer close
+            release.set()
+            client.sendall(b"\\r\\nbody\\r\\n.\\r\\n")
+        signal.signal(signal.SIGALRM, on_signal)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        server.close()  # waits for the message in flight
+        print("closed", replies.readline().decode().strip())
+    '''))
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True,
+                          text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("closed 250"), done.stdout
