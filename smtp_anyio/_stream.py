@@ -8,20 +8,16 @@ slow the handler or large the message.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import anyio
 
-from ._errors import MessageAbortedError
+from ._chunks import HIGH_WATER, ChunkQueue, StreamState
 
 __all__ = ["HIGH_WATER", "MessageStream"]
 
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 
-
-class MessageStream:
+class MessageStream(StreamState):
     """Chunks of the message body; ``async for chunk in stream``.
 
     ``byte_length`` counts the bytes delivered to the stream so far, and
@@ -34,44 +30,29 @@ class MessageStream:
     """
 
     def __init__(self, on_drained: Callable[[], None] | None = None) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
+        self._queue = ChunkQueue()
         self._wakeup: anyio.Event | None = None
-        self._ended = False
-        self._aborted: str | None = None
         self._on_drained = on_drained
-        self._throttled = False
-        self.byte_length = 0
-        self.size_exceeded = False
 
     # -- producer side (the connection) -------------------------------------
 
     def feed(self, data: bytes) -> bool:
         """Add a chunk; returns True when the reader should be throttled."""
-        self._chunks.append(data)
-        self._buffered += len(data)
-        self.byte_length += len(data)
+        throttle = self._queue.push(data)
         self._wake()
-        if self._buffered > HIGH_WATER:
-            self._throttled = True
-        return self._throttled
+        return throttle
 
     def end(self) -> None:
-        self._ended = True
+        self._queue.ended = True
         self._wake()
 
     def abort(self, reason: str) -> None:
-        if not self._ended:
-            self._aborted = reason
-            self._ended = True
-            if reason == "size_exceeded":
-                self.size_exceeded = True
+        if self._queue.abort(reason):
             self._wake()
 
     def discard(self) -> None:
         """The handler is gone: drop what it will never read."""
-        self._chunks.clear()
-        self._buffered = 0
+        self._queue.clear()
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -84,25 +65,18 @@ class MessageStream:
         return self
 
     async def __anext__(self) -> bytes:
-        while not self._chunks:
-            if self._ended:
-                if self._aborted is not None:
-                    raise MessageAbortedError(self._aborted)
+        queue = self._queue
+        while not queue.chunks:
+            if queue.ended:
+                queue.check_end()
                 raise StopAsyncIteration
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._throttled and self._buffered <= LOW_WATER:
-            self._throttled = False
-            if self._on_drained is not None:
-                self._on_drained()
+        chunk, drained = queue.pop()
+        if drained and self._on_drained is not None:
+            self._on_drained()
         return chunk
 
     async def read(self) -> bytes:
         """The whole (rest of the) message as one ``bytes``."""
         return b"".join([chunk async for chunk in self])
-
-    @property
-    def ended(self) -> bool:
-        return self._ended

@@ -3,29 +3,26 @@
 What ``on_data`` gets when it is a plain function: in ``smtp_sync`` always,
 and in ``smtp_anyio`` when the handler is not a coroutine (it then runs in a
 worker thread so that its blocking reads never stall the event loop). The
-connection feeds chunks from its own thread; the handler reads in another.
+connection feeds chunks from its own thread; the handler reads in another
+(or, in ``smtp_sync``, pulls them through the connection in the same one).
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ._errors import MessageAbortedError
+from ._chunks import ChunkQueue, StreamState
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 __all__ = ["BlockingMessageStream"]
 
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 
-
-class BlockingMessageStream(io.RawIOBase):
+class BlockingMessageStream(StreamState, io.RawIOBase):
     """``read(n=-1)``, ``readinto()``, ``readline()`` and iteration by chunks,
     blocking until the bytes arrive; a readable binary file as far as
     ``email.message_from_binary_file()`` or ``hashlib.file_digest()`` are
@@ -43,73 +40,53 @@ class BlockingMessageStream(io.RawIOBase):
         in the connection's own thread)."""
         super().__init__()
         self._pull = pull
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
+        self._queue = ChunkQueue()
         self._cond = threading.Condition()
-        self._ended = False
-        self._aborted: str | None = None
         self._on_drained = on_drained
-        self._throttled = False
-        self.byte_length = 0
-        self.size_exceeded = False
 
     # -- producer side ---------------------------------------------------------
 
     def feed(self, data: bytes) -> bool:
         """Add a chunk; True when the producer should stop reading."""
         with self._cond:
-            self._chunks.append(data)
-            self._buffered += len(data)
-            self.byte_length += len(data)
-            if self._buffered > HIGH_WATER:
-                self._throttled = True
+            throttle = self._queue.push(data)
             self._cond.notify_all()
-            return self._throttled
+            return throttle
 
     def end(self) -> None:
         with self._cond:
-            self._ended = True
+            self._queue.ended = True
             self._cond.notify_all()
 
     def abort(self, reason: str) -> None:
         with self._cond:
-            if not self._ended:
-                self._ended = True
-                self._aborted = reason
-                if reason == "size_exceeded":
-                    self.size_exceeded = True
+            if self._queue.abort(reason):
                 self._cond.notify_all()
 
     def discard(self) -> None:
         with self._cond:
-            self._chunks.clear()
-            self._buffered = 0
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
+            self._queue.clear()
 
     # -- consumer side ---------------------------------------------------------
 
     def _next_chunk(self) -> bytes | None:
-        drained = False
-        while self._pull is not None and not self._chunks and not self._ended:
+        queue = self._queue
+        while self._pull is not None and not queue.chunks and not queue.ended:
             self._pull()
         with self._cond:
-            while not self._chunks:
-                if self._ended:
-                    if self._aborted is not None:
-                        raise MessageAbortedError(self._aborted)
+            while not queue.chunks:
+                if queue.ended:
+                    queue.check_end()
                     return None
                 self._cond.wait()
-            chunk = self._chunks.popleft()
-            self._buffered -= len(chunk)
-            if self._throttled and self._buffered <= LOW_WATER:
-                self._throttled = False
-                drained = True
+            chunk, drained = queue.pop()
         if drained and self._on_drained is not None:
             self._on_drained()
         return chunk
+
+    def _put_back(self, rest: bytes) -> None:
+        with self._cond:
+            self._queue.unpop(rest)
 
     def __iter__(self) -> Iterator[bytes]:
         """The message by chunks as they arrive (not by lines, unlike files)."""
@@ -136,9 +113,7 @@ class BlockingMessageStream(io.RawIOBase):
             if chunk is None:
                 break
             if len(chunk) > wanted:
-                with self._cond:
-                    self._chunks.appendleft(chunk[wanted:])
-                    self._buffered += len(chunk) - wanted
+                self._put_back(chunk[wanted:])
                 chunk = chunk[:wanted]
             parts.append(chunk)
             wanted -= len(chunk)
@@ -155,9 +130,7 @@ class BlockingMessageStream(io.RawIOBase):
             end = chunk.find(b"\n")
             if end >= 0:
                 if end + 1 < len(chunk):
-                    with self._cond:
-                        self._chunks.appendleft(chunk[end + 1 :])
-                        self._buffered += len(chunk) - end - 1
+                    self._put_back(chunk[end + 1 :])
                 parts.append(chunk[: end + 1])
                 break
             parts.append(chunk)
