@@ -165,6 +165,8 @@ class Connection:
                     stream.size_exceeded = conn.size_exceeded
                     if stream.feed(event.data):
                         self._pause("stream")
+                    if self._queued_stream is not None:
+                        self._hand_over()
             elif isinstance(event, RcptTo):
                 self._decide(event, server.handlers.rcpt_to)
             elif isinstance(event, MailFrom):
@@ -257,7 +259,13 @@ class Connection:
             # thread, and tells the loop from there when it has caught up.
             stream = BlockingMessageStream(
                 on_drained=lambda: anyio.from_thread.run_sync(self._resume, "stream"))
+        # on_data is handed the stream with the first bytes (or the end): a
+        # handler woken at MessageStart would only go back to sleep waiting
+        # for them, which costs a task switch per message.
         self._stream = self._queued_stream = stream
+
+    def _hand_over(self) -> None:
+        """Wake (or start) the on_data task for the queued stream."""
         if self._data_worker:
             if self._data_wakeup is not None:
                 self._data_wakeup.set()
@@ -325,6 +333,8 @@ class Connection:
             self._end_message()
             return
         stream.end()
+        if self._queued_stream is not None:
+            self._hand_over()
         if self._data_done:
             self._answer(event, self._data_outcome or succeeded())
             self._end_message()
@@ -334,6 +344,8 @@ class Connection:
     def _abort_message(self, event: MessageAborted) -> None:
         if self._stream is not None:
             self._stream.abort(event.reason)
+            if self._queued_stream is not None:
+                self._hand_over()  # on_data still sees the message, and its abort
             self._stream = None
         self._resume("stream")
         self._end_message()
