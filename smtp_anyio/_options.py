@@ -51,7 +51,7 @@ class BackendOptions:
 
 _BACKEND = {f.name for f in fields(BackendOptions)}
 _TLS = {f.name for f in fields(TLSConfig)}
-_PROTOCOL = {f.name for f in fields(ServerConfig) if not f.name.startswith("_")}
+_PROTOCOL = {f.name for f in fields(ServerConfig) if f.init}
 
 
 def _cram_md5_factory(name: str) -> Callable[[], str]:

@@ -24,8 +24,18 @@ _DOT_STRING_UTF8 = re.compile(rf"[{_A}{_U}]+(?:\.[{_A}{_U}]+)*\Z")
 _QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"\Z')
 _QUOTED_UTF8 = re.compile(rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_U}]|\\[\x20-\x7e])*"\Z')
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z"
+)
 _LABEL_UTF8 = re.compile(rf"[A-Za-z0-9{_U}](?:[A-Za-z0-9{_U}-]*[A-Za-z0-9{_U}])?\Z")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The common case in one match: <dot-string@ascii.domain>.
+_SIMPLE_PATH = re.compile(
+    rf"<([{_A}]+(?:\.[{_A}]+)*@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)>\Z"
+)
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 _MAX_PATH = 256
@@ -57,6 +67,14 @@ def split_path(arg: str) -> tuple[str, str]:
     arg = arg.lstrip(" ")
     if not arg.startswith("<"):
         raise AddressError(501, "5.5.4", "Error: address must be enclosed in <>")
+    if '"' not in arg:  # the common case: the first ">" closes the path
+        end = arg.find(">")
+        if end < 0:
+            raise AddressError(501, "5.5.4", "Error: unterminated address")
+        rest = arg[end + 1 :]
+        if rest and rest[0] != " ":
+            raise AddressError(501, "5.5.4", "Error: syntax error after address")
+        return arg[: end + 1], rest.strip(" ")
     quoted = escaped = False
     for i in range(1, len(arg)):
         c = arg[i]
@@ -102,6 +120,8 @@ def _valid_address_literal(literal: str) -> bool:
 def _valid_domain(domain: str, utf8: bool) -> bool:
     if domain.startswith("["):
         return domain.endswith("]") and _valid_address_literal(domain[1:-1])
+    if domain.isascii():
+        return len(domain) <= _MAX_DOMAIN and _DOMAIN.match(domain) is not None
     if len(domain.encode("utf-8")) > _MAX_DOMAIN:
         return False
     label_re = _LABEL_UTF8 if utf8 else _LABEL
@@ -125,6 +145,9 @@ def parse_path(
     553 5.6.7 (RFC 6531 section 3.7.4.1). Source routes are dropped
     (RFC 5321 section 4.1.2 says servers SHOULD ignore them).
     """
+    simple = _SIMPLE_PATH.match(path)
+    if simple is not None and len(path) <= _MAX_PATH:
+        return simple.group(1)
     bad = "5.1.7" if sender else "5.1.3"
     who = "sender" if sender else "recipient"
     if not (path.startswith("<") and path.endswith(">")):

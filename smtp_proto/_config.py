@@ -119,6 +119,17 @@ class ServerConfig:
     """Bare CR or LF inside DATA: kept as message bytes, or the message is
     refused with 554 5.6.0. Either way only CRLF.CRLF ends a message."""
 
+    # Derived once from the options above (read on every command).
+    enhanced_status_codes: bool = field(default=True, init=False, repr=False)
+    """Replies carry RFC 3463 codes (``not hide_enhancedstatuscodes``)."""
+    smtputf8: bool = field(default=True, init=False, repr=False)
+    """SMTPUTF8 is offered; RFC 6531 section 3.1 makes it depend on 8BITMIME."""
+    auth_enabled: bool = field(default=True, init=False, repr=False)
+    """AUTH is offered: some mechanism configured and the command enabled."""
+    auth_required: bool = field(default=True, init=False, repr=False)
+    """Mail needs AUTH first (``auth_enabled and not auth_optional``)."""
+    chunking: bool = field(default=True, init=False, repr=False)
+    """CHUNKING/BDAT is offered."""
     _proxy_networks: tuple[_Network, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -155,34 +166,17 @@ class ServerConfig:
             raise ValueError("max_command_length must be at least 64")
         if self.bare_line_endings not in ("keep", "reject"):
             raise ValueError("bare_line_endings must be 'keep' or 'reject'")
+        set_(self, "enhanced_status_codes", not self.hide_enhancedstatuscodes)
+        set_(self, "smtputf8", not self.hide_smtputf8 and not self.hide_8bitmime)
+        set_(self, "auth_enabled", bool(methods) and "AUTH" not in disabled)
+        set_(self, "auth_required", self.auth_enabled and not self.auth_optional)
+        set_(self, "chunking", not self.hide_chunking and "BDAT" not in disabled)
         if not isinstance(self.use_proxy, bool):
             networks = tuple(ipaddress.ip_network(a, strict=False) for a in self.use_proxy)
             set_(self, "use_proxy", tuple(str(a) for a in self.use_proxy))
             set_(self, "_proxy_networks", networks)
 
     # -- derived views -------------------------------------------------------
-
-    @property
-    def enhanced_status_codes(self) -> bool:
-        return not self.hide_enhancedstatuscodes
-
-    @property
-    def smtputf8(self) -> bool:
-        """SMTPUTF8 is offered; RFC 6531 section 3.1 makes it depend on 8BITMIME."""
-        return not self.hide_smtputf8 and not self.hide_8bitmime
-
-    @property
-    def auth_enabled(self) -> bool:
-        """AUTH is offered: some mechanism configured and the command enabled."""
-        return bool(self.auth_methods) and "AUTH" not in self.disabled_commands
-
-    @property
-    def auth_required(self) -> bool:
-        return self.auth_enabled and not self.auth_optional
-
-    @property
-    def chunking(self) -> bool:
-        return not self.hide_chunking and "BDAT" not in self.disabled_commands
 
     def expects_proxy(self, remote_address: str | None) -> bool:
         """Should a connection from ``remote_address`` start with a PROXY header?"""
@@ -200,5 +194,5 @@ class ServerConfig:
     def from_options(cls, options: Iterable[tuple[str, object]]) -> ServerConfig:
         """Build from (name, value) pairs, ignoring names that are not protocol
         options; backends use it to split their keyword arguments."""
-        known = {f for f in cls.__dataclass_fields__ if not f.startswith("_")}
+        known = {name for name, f in cls.__dataclass_fields__.items() if f.init}
         return cls(**{k: v for k, v in options if k in known})  # type: ignore[arg-type]

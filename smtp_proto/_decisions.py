@@ -65,8 +65,9 @@ class _Decisions(_Commands):
         ``user`` (AUTH only) is stored as ``session.user``; by default the
         user name. ``text``/``code`` override the 2xx reply where one is sent.
         """
-        check_reply_code(code, "2")
-        check_enhanced(code, enhanced)  # before anything changes
+        if code != 250 or enhanced is not None:  # the defaults need no checking
+            check_reply_code(code, "2")
+            check_enhanced(code, enhanced)  # before anything changes
         event = self._take_pending()
         session = self.session
         if isinstance(event, Hello):
