@@ -84,6 +84,8 @@ class SyncConnection:
         self.session: Session = self.conn.session
         self.log = server.logger
         self.in_message = False
+        self._idle = False       # blocked in recv() between transactions
+        self._woken = False      # close() has shut our read side
         self._stream: BlockingMessageStream | None = None
         self._message_end: Event | None = None
         self._poll = select.poll()
@@ -261,23 +263,40 @@ class SyncConnection:
     # -- I/O ---------------------------------------------------------------------
 
     def _read(self) -> None:
-        """Feed the core what the client sends next (or the idle timeout)."""
+        """Feed the core what the client sends next (or the idle timeout).
+
+        A plain blocking recv() with the socket's timeout, one system call:
+        between transactions close() wakes it by shutting the socket's read
+        side (see wake()); inside a message nothing interrupts it."""
         conn = self.conn
         server = self.server
         self._flush()  # the replies the core queued on its own, before blocking
-        if not self._readable(server.options.socket_timeout):
-            if server.closing and not self.in_message:
+        idle = not self.in_message
+        if idle:
+            self._idle = True
+            if server.closing:  # after setting _idle: close() sees one or the other
+                self._idle = False
                 conn.shutdown()
-            else:
-                self.log.info("[%s] idle timeout", self.session.id)
-                conn.idle_timeout()
-            return
-        conn.receive_data(self._recv_some())
+                return
+        try:
+            data = self.sock.recv(_READ_SIZE)
+        except TimeoutError:
+            data = None
+        except (ConnectionError, ssl.SSLError):
+            data = b""
+        self._idle = False
+        if idle and server.closing and (data is None or (not data and self._woken)):
+            conn.shutdown()
+        elif data is None:
+            self.log.info("[%s] idle timeout", self.session.id)
+            conn.idle_timeout()
+        else:
+            conn.receive_data(data)
 
     def _recv_some(self) -> bytes:
         try:
             return self.sock.recv(_READ_SIZE)
-        except (ConnectionError, ssl.SSLError):
+        except (ConnectionError, ssl.SSLError, TimeoutError):
             return b""
 
     def _readable(self, timeout: float, events: int = select.POLLIN) -> bool:
@@ -391,6 +410,20 @@ class SyncConnection:
         refuse(self.conn, error)
         self._flush()
         return False
+
+    def wake(self) -> None:
+        """From close()'s thread: a connection waiting for its next command
+        stops waiting (its recv() returns at once) and says 421."""
+        if self._idle and not self._woken:
+            self._woken = True
+            # On the descriptor itself: SSLSocket.shutdown() would drop the
+            # TLS session needed to send the 421.
+            raw = socket.socket(fileno=self.sock.fileno())
+            try:
+                with contextlib.suppress(OSError):
+                    raw.shutdown(socket.SHUT_RD)
+            finally:
+                raw.detach()
 
     def cut(self) -> None:
         """From another thread at the end of ``close_timeout``: drop the client."""

@@ -220,7 +220,11 @@ class SMTPServer(ServerBase):
                 self._stopped.wait()
             return
         with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")  # wakes every poll(): accept loops and idle clients
+            self._wake_w.send(b"x")  # wakes every poll(): accept loops, handshakes
+        with self._lock:
+            waiting = list(self.connections)
+        for connection in waiting:
+            connection.wake()  # and the clients between two transactions
         deadline = time.monotonic() + self.options.close_timeout
         with self._lock:
             while self.connections and time.monotonic() < deadline:
