@@ -62,7 +62,7 @@ from ._syncstream import BlockingMessageStream
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from ._io import ConnectionIO
+    from ._io import ConnectionIO, Waiter
     from ._server import SMTPServer
 
 __all__ = ["Connection"]
@@ -100,7 +100,7 @@ class Connection:
         self._data_done = False
         self._data_worker = False        # the on_data task is started
         self._queued_stream: MessageStream | BlockingMessageStream | None = None
-        self._data_wakeup: anyio.Event | None = None
+        self._data_wakeup: Waiter | None = None
         self._data_active = False        # on_data is running
         self._data_idle: anyio.Event | None = None
         self._finished = False
@@ -253,7 +253,7 @@ class Connection:
             return
         stream: MessageStream | BlockingMessageStream
         if self.server.handlers.data_is_async:
-            stream = MessageStream(on_drained=lambda: self._resume("stream"))
+            stream = MessageStream(self.io.waiter, on_drained=lambda: self._resume("stream"))
         else:
             # A plain function reads with blocking calls: it runs in a worker
             # thread, and tells the loop from there when it has caught up.
@@ -283,7 +283,7 @@ class Connection:
         while True:
             stream = self._queued_stream
             if stream is None:
-                wakeup = self._data_wakeup = anyio.Event()
+                wakeup = self._data_wakeup = self.io.waiter()
                 await wakeup.wait()
                 continue
             self._queued_stream = None

@@ -17,7 +17,15 @@ from smtp_proto import TLSInfo
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-__all__ = ["ConnectionIO", "Feeder"]
+__all__ = ["ConnectionIO", "Feeder", "Waiter"]
+
+
+class Waiter(Protocol):
+    """A one-shot wake-up: ``anyio.Event``, or a cheaper equivalent."""
+
+    def set(self) -> None: ...
+
+    async def wait(self) -> None: ...
 
 
 class Feeder(Protocol):
@@ -37,6 +45,10 @@ class ConnectionIO(Protocol):
 
     def start(self, driver: Feeder, task_group: TaskGroup) -> None:
         """Begin delivering bytes to ``driver.feed`` (and EOF to ``feed_eof``)."""
+
+    def waiter(self) -> Waiter:
+        """A fresh one-shot wake-up (call from a task)."""
+        ...
 
     def write(self, data: bytes) -> None:
         """Queue bytes for the peer; never blocks."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ._io import Feeder
 
-__all__ = ["AsyncioIO", "normalise_address"]
+__all__ = ["AsyncioIO", "FutureWaiter", "normalise_address"]
 
 _CLOSE_WAIT = 5.0
 
@@ -34,6 +34,24 @@ def normalise_address(addr: object) -> tuple[str, int] | None:
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, int(addr[1])
+
+
+class FutureWaiter:
+    """A one-shot wake-up on a bare asyncio future: what anyio.Event does on
+    asyncio, without the backend lookup and the lock of asyncio.Event (this
+    is on the path of every message)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self) -> None:
+        await self._future
 
 
 class AsyncioIO(asyncio.Protocol):
@@ -101,6 +119,9 @@ class AsyncioIO(asyncio.Protocol):
 
     def start(self, driver: Feeder, task_group: TaskGroup) -> None:
         """Nothing to start: the loop already calls ``data_received``."""
+
+    def waiter(self) -> FutureWaiter:
+        return FutureWaiter()
 
     def write(self, data: bytes) -> None:
         if not self._closed and self._transport is not None:

@@ -80,6 +80,9 @@ class StreamIO:
     def start(self, driver: Feeder, task_group: TaskGroup) -> None:
         task_group.start_soon(self._reader, driver)
 
+    def waiter(self) -> anyio.Event:
+        return anyio.Event()
+
     async def _reader(self, driver: Feeder) -> None:
         while not self._broken:
             while not self._reading:

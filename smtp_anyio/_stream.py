@@ -13,6 +13,7 @@ from collections.abc import Callable
 import anyio
 
 from ._chunks import HIGH_WATER, ChunkQueue, StreamState
+from ._io import Waiter
 
 __all__ = ["HIGH_WATER", "MessageStream"]
 
@@ -29,9 +30,14 @@ class MessageStream(StreamState):
     what it stored.
     """
 
-    def __init__(self, on_drained: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        waiter: Callable[[], Waiter] = anyio.Event,
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
         self._queue = ChunkQueue()
-        self._wakeup: anyio.Event | None = None
+        self._waiter = waiter
+        self._wakeup: Waiter | None = None
         self._on_drained = on_drained
 
     # -- producer side (the connection) -------------------------------------
@@ -70,8 +76,8 @@ class MessageStream(StreamState):
             if queue.ended:
                 queue.check_end()
                 raise StopAsyncIteration
-            self._wakeup = anyio.Event()
-            await self._wakeup.wait()
+            self._wakeup = wakeup = self._waiter()
+            await wakeup.wait()
         chunk, drained = queue.pop()
         if drained and self._on_drained is not None:
             self._on_drained()
