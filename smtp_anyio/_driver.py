@@ -216,7 +216,8 @@ class Connection:
             answer(self.conn, event, outcome, self.log)
 
     def _run(self, job: Awaitable[None]) -> None:
-        """Block the pump and reading while ``job`` runs as a task."""
+        """Block the pump while ``job`` runs as a task (reading pauses if
+        input arrives meanwhile, see feed())."""
         self._busy = job
         assert self._tg is not None
         self._tg.start_soon(self._job_wrapper, job)
