@@ -74,6 +74,34 @@ _FINAL_FLUSH = 5.0
 class Connection:
     """One client: a :class:`ServerConnection` plus its handlers and timers."""
 
+    # Slots, not a __dict__: one of these per open connection.
+    __slots__ = (
+        "_busy",
+        "_data_active",
+        "_data_done",
+        "_data_idle",
+        "_data_outcome",
+        "_data_wakeup",
+        "_data_worker",
+        "_fed_before_greeting",
+        "_finished",
+        "_paused",
+        "_proxied",
+        "_queued_stream",
+        "_stream",
+        "_tg",
+        "_wakeup",
+        "admitted",
+        "conn",
+        "implicit_tls",
+        "in_message",
+        "io",
+        "last_activity",
+        "log",
+        "server",
+        "session",
+    )
+
     def __init__(
         self, server: SMTPServer, io: ConnectionIO, *,
         handshake: bool = False, tls: TLSInfo | None = None,
@@ -104,13 +132,12 @@ class Connection:
         self._data_active = False        # on_data is running
         self._data_idle: anyio.Event | None = None
         self._finished = False
-        self._wakeup: anyio.Event | None = None
+        self._wakeup: Waiter | None = None
         self._proxied = False
         self._fed_before_greeting = 0
         self.last_activity = time.monotonic()
         self.in_message = False
-        self.admitted = False
-        """Past ``max_clients``: the handlers (on_close included) apply."""
+        self.admitted = False  # past max_clients: the handlers (on_close too) apply
 
     # -- input, from the transport ------------------------------------------
 
@@ -493,9 +520,8 @@ class Connection:
                 await self._sleep_until_woken()
 
     async def _sleep_until_woken(self) -> None:
-        event = anyio.Event()
-        self._wakeup = event
-        await event.wait()
+        wakeup = self._wakeup = self.io.waiter()
+        await wakeup.wait()
 
     def _wake(self) -> None:
         if self._wakeup is not None:

@@ -57,6 +57,20 @@ class FutureWaiter:
 class AsyncioIO(asyncio.Protocol):
     """One accepted connection. ``on_made`` builds the driver for it."""
 
+    __slots__ = (
+        "_closed",
+        "_drain",
+        "_driver",
+        "_held",
+        "_lost",
+        "_on_made",
+        "_transport",
+        "_write_paused",
+        "local",
+        "remote",
+        "tls",
+    )
+
     def __init__(self, on_made: Callable[[AsyncioIO], Feeder]) -> None:
         self._on_made = on_made
         self._transport: asyncio.Transport | None = None
@@ -67,8 +81,7 @@ class AsyncioIO(asyncio.Protocol):
         self._closed = False
         self.remote: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
-        self.tls: TLSInfo | None = None
-        """The TLS session, if any (implicit TLS: set before the driver exists)."""
+        self.tls: TLSInfo | None = None  # implicit TLS: known before the driver exists
         self._held: list[bytes] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------

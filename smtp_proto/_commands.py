@@ -42,6 +42,8 @@ _MAX_BDAT_DIGITS = 20
 class _Commands(_Base):
     """The verbs. ``_dispatch`` maps an upper-case verb to its handler."""
 
+    __slots__ = ()
+
     _dispatch: dict[str, Callable[[_Commands, str, str], None]]
 
     # -- entry point ---------------------------------------------------------

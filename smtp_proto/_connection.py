@@ -19,8 +19,6 @@ same bytes in any split it produces the same events and the same replies.
 
 from __future__ import annotations
 
-from collections import deque
-
 from ._config import ServerConfig
 from ._data import has_bare_line_ending
 from ._decisions import _Decisions
@@ -61,6 +59,8 @@ class ServerConnection(_Decisions):
     ``use_proxy`` decision for this peer.
     """
 
+    __slots__ = ()
+
     def __init__(
         self,
         config: ServerConfig | None = None,
@@ -88,7 +88,7 @@ class ServerConnection(_Decisions):
         self._buf = bytearray()
         self._eof = False
         self._out = []
-        self._events = deque()
+        self._events = []  # a handful at most: a list is smaller than a deque
         self._pending = None
         self._fatal = None
         self._closed_reason = ""
@@ -187,7 +187,7 @@ class ServerConnection(_Decisions):
             result = self._step()
             if result is not None:
                 return result
-        event = events.popleft()
+        event = events.pop(0)
         if isinstance(event, _DECISIONS):
             self._pending = event
         return event

@@ -43,6 +43,8 @@ def _fill(template: str, *values: str) -> str:
 class _Decisions(_Commands):
     """The application's side of each decision event."""
 
+    __slots__ = ()
+
     # -- decisions ---------------------------------------------------------------
 
     def _take_pending(self) -> Event:

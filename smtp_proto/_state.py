@@ -4,7 +4,6 @@ replies, error counting, closing, and the end of a transaction."""
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
 from ._config import ServerConfig
@@ -56,12 +55,20 @@ _INVALID_CODES = frozenset({500, 501, 502, 503, 504, 555})
 class _Base:
     """State shared by the command handlers and the public connection."""
 
+    # Slots, not a __dict__: a server keeps one of these per open connection.
+    __slots__ = (
+        "_bare", "_bdat_error", "_bdat_last", "_bdat_remaining", "_bdat_size", "_body",
+        "_buf", "_closed_reason", "_eof", "_events", "_exceeded", "_fatal", "_invalid",
+        "_msg_mechanism", "_msg_open", "_msg_size", "_out", "_pending", "_sasl",
+        "_sasl_final", "_skipping", "_state", "_unauthenticated", "config", "session",
+    )
+
     config: ServerConfig
     session: Session
     _state: State
     _buf: bytearray
     _out: list[bytes]
-    _events: deque[Event]
+    _events: list[Event]
     _pending: Event | None
     _fatal: str | None
     _closed_reason: str
