@@ -516,12 +516,11 @@ class Connection:
                 self._pump()
                 self._flush_and_stop()
                 return
-            with anyio.move_on_after(max(timeout - idle, 0.05)):
-                await self._sleep_until_woken()
+            await self._sleep_until_woken(max(timeout - idle, 0.05))
 
-    async def _sleep_until_woken(self) -> None:
+    async def _sleep_until_woken(self, timeout: float | None = None) -> None:
         wakeup = self._wakeup = self.io.waiter()
-        await wakeup.wait()
+        await wakeup.wait(timeout)
 
     def _wake(self) -> None:
         if self._wakeup is not None:

@@ -12,20 +12,39 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING, Protocol
 
+import anyio
+
 from smtp_proto import TLSInfo
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-__all__ = ["ConnectionIO", "Feeder", "Waiter"]
+__all__ = ["ConnectionIO", "EventWaiter", "Feeder", "Waiter"]
 
 
 class Waiter(Protocol):
-    """A one-shot wake-up: ``anyio.Event``, or a cheaper equivalent."""
+    """A one-shot wake-up, like ``anyio.Event``; ``wait(timeout)`` also
+    returns when ``timeout`` seconds have passed."""
 
     def set(self) -> None: ...
 
-    async def wait(self) -> None: ...
+    async def wait(self, timeout: float | None = None) -> None: ...
+
+
+class EventWaiter:
+    """A :class:`~smtp_anyio._io.Waiter` on an anyio Event."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
 
 
 class Feeder(Protocol):

@@ -50,8 +50,17 @@ class FutureWaiter:
         if not self._future.done():
             self._future.set_result(None)
 
-    async def wait(self) -> None:
-        await self._future
+    async def wait(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            await self._future
+            return
+        # A timer handle rather than a cancel scope: smaller and cheaper, and
+        # idle connections each hold one.
+        timer = asyncio.get_running_loop().call_later(timeout, self.set)
+        try:
+            await self._future
+        finally:
+            timer.cancel()
 
 
 class AsyncioIO(asyncio.Protocol):

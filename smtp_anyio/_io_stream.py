@@ -17,6 +17,7 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 
 from smtp_proto import TLSInfo
 
+from ._io import EventWaiter
 from ._io_asyncio import normalise_address
 from ._tls import tls_info
 
@@ -80,8 +81,8 @@ class StreamIO:
     def start(self, driver: Feeder, task_group: TaskGroup) -> None:
         task_group.start_soon(self._reader, driver)
 
-    def waiter(self) -> anyio.Event:
-        return anyio.Event()
+    def waiter(self) -> EventWaiter:
+        return EventWaiter()
 
     async def _reader(self, driver: Feeder) -> None:
         while not self._broken:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio
-
 from ._chunks import HIGH_WATER, ChunkQueue, StreamState
-from ._io import Waiter
+from ._io import EventWaiter, Waiter
 
 __all__ = ["HIGH_WATER", "MessageStream"]
 
@@ -32,11 +30,11 @@ class MessageStream(StreamState):
 
     def __init__(
         self,
-        waiter: Callable[[], Waiter] = anyio.Event,
+        waiter: Callable[[], Waiter] | None = None,
         on_drained: Callable[[], None] | None = None,
     ) -> None:
         self._queue = ChunkQueue()
-        self._waiter = waiter
+        self._waiter: Callable[[], Waiter] = waiter or EventWaiter
         self._wakeup: Waiter | None = None
         self._on_drained = on_drained
 
