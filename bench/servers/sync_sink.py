@@ -1,0 +1,55 @@
+"""Sink on ``smtp_sync`` (one thread per client): reads every message to the
+end and discards it.
+
+    python bench/servers/sync_sink.py [--port N] [--tls-cert C --tls-key K [--secure]]
+
+No reverse DNS; ``on_data`` iterates the blocking stream. See ``_sinkutil``
+for the readiness line and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from _sinkutil import HOST, NAME, Stats, parse_args, ready
+
+from smtp_sync import SMTPServer
+
+
+def main(args: Any) -> None:
+    stats = Stats()
+    counting = threading.Lock()  # += on an attribute can lose updates across threads
+
+    def on_data(stream: Any, session: Any) -> None:
+        for _chunk in stream:
+            pass
+        with counting:
+            stats.messages += 1
+            stats.bytes += stream.byte_length
+
+    options: dict[str, Any] = {
+        "on_data": on_data,
+        "name": NAME,
+        "auth_optional": True,
+        "disable_reverse_lookup": True,
+        "max_recipients": None,
+        "max_clients": 4000,  # W5 holds 1,000 idle clients (the default bound)
+    }
+    if args.tls_cert:
+        options.update(key=args.tls_key, cert=args.tls_cert)
+    # SIGTERM is blocked in every thread and taken by one that waits for it:
+    # a Python handler would need the main thread to wake up, and the kernel
+    # may deliver the signal to any thread (it does under py-spy).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=lambda: (signal.sigwait({signal.SIGTERM}),
+                                     stats.report_and_exit()), daemon=True).start()
+    server = SMTPServer(**options)
+    _, port = server.listen(args.port, HOST, secure=args.secure)
+    ready(port)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(parse_args(__doc__ or ""))
