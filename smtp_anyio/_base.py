@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ from smtp_proto import ServerConfig
 from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
 from ._tls import TLSContexts
 
-__all__ = ["Handlers", "ServerBase"]
+__all__ = ["Handlers", "ServerBase", "new_session_id"]
+
+
+def new_session_id() -> str:
+    """16 random hex digits naming a session in logs and headers. Not a
+    secret, so not from ``secrets``: that costs a system call per
+    connection."""
+    return f"{random.getrandbits(64):016x}"
 
 Handler = Callable[..., Any]
 

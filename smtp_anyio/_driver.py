@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ from smtp_proto import (
     TLSInfo,
 )
 
+from ._base import new_session_id
 from ._dispatch import (
     Outcome,
     answer,
@@ -85,6 +85,7 @@ class Connection:
         "_data_worker",
         "_fed_before_greeting",
         "_finished",
+        "_jobs",
         "_paused",
         "_proxied",
         "_queued_stream",
@@ -116,7 +117,7 @@ class Connection:
             server.protocol_config,
             remote_address=remote[0], remote_port=remote[1],
             local_address=local[0], local_port=local[1],
-            session_id=secrets.token_hex(8), tls=tls,
+            session_id=new_session_id(), tls=tls,
         )
         self.session: Session = self.conn.session
         self.log: logging.Logger = server.logger
@@ -132,6 +133,7 @@ class Connection:
         self._data_active = False        # on_data is running
         self._data_idle: anyio.Event | None = None
         self._finished = False
+        self._jobs = 0                   # decision tasks running
         self._wakeup: Waiter | None = None
         self._proxied = False
         self._fed_before_greeting = 0
@@ -247,13 +249,17 @@ class Connection:
         input arrives meanwhile, see feed())."""
         self._busy = job
         assert self._tg is not None
+        self._jobs += 1
         self._tg.start_soon(self._job_wrapper, job)
 
     async def _job_wrapper(self, job: Awaitable[None]) -> None:
-        await job
-        self._unblock()
-        self._pump()
-        await self.io.flush()
+        try:
+            await job
+            self._unblock()
+            self._pump()
+            await self.io.flush()
+        finally:
+            self._jobs -= 1
 
     def _unblock(self) -> None:
         self._busy = None
@@ -292,12 +298,15 @@ class Connection:
         # for them, which costs a task switch per message.
         self._stream = self._queued_stream = stream
 
+    def _wake_data_worker(self) -> None:
+        if self._data_wakeup is not None:
+            self._data_wakeup.set()
+            self._data_wakeup = None
+
     def _hand_over(self) -> None:
         """Wake (or start) the on_data task for the queued stream."""
         if self._data_worker:
-            if self._data_wakeup is not None:
-                self._data_wakeup.set()
-                self._data_wakeup = None
+            self._wake_data_worker()
         else:
             self._data_worker = True
             assert self._tg is not None
@@ -311,6 +320,8 @@ class Connection:
         while True:
             stream = self._queued_stream
             if stream is None:
+                if self._finished:
+                    return
                 wakeup = self._data_wakeup = self.io.waiter()
                 await wakeup.wait()
                 continue
@@ -436,21 +447,28 @@ class Connection:
                 # Send the last replies (a 221, a 421) before the reader task
                 # is cancelled: it may be in the middle of sending them. And
                 # let an on_data see its MessageAbortedError rather than a
-                # cancellation.
-                with anyio.move_on_after(_FINAL_FLUSH):
-                    await self.io.flush()
-                    if self._data_active:
-                        self._data_idle = anyio.Event()
-                        await self._data_idle.wait()
-                tg.cancel_scope.cancel()
+                # cancellation. (Most sessions end with nothing to wait for:
+                # no timer, no cancellation, the cheapest way out.)
+                if self.io.needs_flush() or self._data_active:
+                    with anyio.move_on_after(_FINAL_FLUSH):
+                        await self.io.flush()
+                        if self._data_active:
+                            self._data_idle = anyio.Event()
+                            await self._data_idle.wait()
+                if self._jobs or self._data_active or self.io.reads_in_task:
+                    tg.cancel_scope.cancel()
+                else:
+                    self._wake_data_worker()  # it sees _finished and returns
         finally:
             self._finished = True
             if self._stream is not None:
                 self._stream.abort("connection_lost")
-            with anyio.CancelScope(shield=True):
-                await self.io.aclose()
-                if server.handlers.close is not None and self.admitted:
-                    await self._call(server.handlers.close, self.session)
+            close = server.handlers.close if self.admitted else None
+            if not self.io.close_now() or close is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.io.aclose()
+                    if close is not None:
+                        await self._call(close, self.session)
             server.forget(self)
 
     async def _setup(self) -> bool:

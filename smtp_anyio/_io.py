@@ -61,6 +61,8 @@ class ConnectionIO(Protocol):
 
     remote: tuple[str, int] | None
     local: tuple[str, int] | None
+    reads_in_task: bool
+    """``start`` runs a reader task in the connection's task group."""
 
     def start(self, driver: Feeder, task_group: TaskGroup) -> None:
         """Begin delivering bytes to ``driver.feed`` (and EOF to ``feed_eof``)."""
@@ -84,6 +86,15 @@ class ConnectionIO(Protocol):
     ) -> TLSInfo:
         """Flush, then run the server side of a TLS handshake; ``prefix`` are
         handshake bytes already read. Reading must be paused by the caller."""
+        ...
+
+    def needs_flush(self) -> bool:
+        """Whether :meth:`flush` would have anything to wait for."""
+        ...
+
+    def close_now(self) -> bool:
+        """Close if that needs no waiting (nothing left to send); True if done,
+        else :meth:`aclose` must be awaited."""
         ...
 
     async def aclose(self) -> None:

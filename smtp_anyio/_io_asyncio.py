@@ -80,6 +80,8 @@ class AsyncioIO(asyncio.Protocol):
         "tls",
     )
 
+    reads_in_task = False
+
     def __init__(self, on_made: Callable[[AsyncioIO], Feeder]) -> None:
         self._on_made = on_made
         self._transport: asyncio.Transport | None = None
@@ -149,6 +151,9 @@ class AsyncioIO(asyncio.Protocol):
         if not self._closed and self._transport is not None:
             self._transport.write(data)
 
+    def needs_flush(self) -> bool:
+        return self._write_paused and not self._closed
+
     async def flush(self) -> None:
         while self._write_paused and not self._closed:
             self._drain = asyncio.get_running_loop().create_future()
@@ -193,16 +198,32 @@ class AsyncioIO(asyncio.Protocol):
         self.tls = tls_info(transport.get_extra_info("ssl_object"))
         return self.tls
 
-    async def aclose(self) -> None:
+    def close_now(self) -> bool:
         transport = self._transport
         if transport is None or self._closed:
+            return True
+        if transport.get_write_buffer_size():
+            return False
+        # Nothing left to send: the loop closes the socket on its next turn.
+        self._closed = True
+        transport.close()
+        return True
+
+    async def aclose(self) -> None:
+        transport = self._transport
+        if self.close_now():
             return
-        self._lost = asyncio.get_running_loop().create_future()
+        assert transport is not None
+        lost = self._lost = asyncio.get_running_loop().create_future()
         transport.close()  # flushes what is buffered first
+        timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
         try:
-            await asyncio.wait_for(asyncio.shield(self._lost), _CLOSE_WAIT)
-        except (TimeoutError, asyncio.CancelledError):
+            await lost
+        except asyncio.CancelledError:
             transport.abort()
+            raise
+        finally:
+            timer.cancel()
 
     def abort(self) -> None:
         if self._transport is not None and not self._closed:

@@ -66,6 +66,8 @@ class _Replay(ByteStream):
 class StreamIO:
     """One connection over an anyio ``ByteStream``."""
 
+    reads_in_task = True
+
     def __init__(self, stream: ByteStream) -> None:
         self._stream: ByteStream = stream
         self._out: list[bytes] = []
@@ -162,6 +164,12 @@ class StreamIO:
         finally:
             self._release()
         return tls_info(stream.extra(TLSAttribute.ssl_object))
+
+    def needs_flush(self) -> bool:
+        return (bool(self._out) or self._sending) and not self._broken
+
+    def close_now(self) -> bool:
+        return False  # closing a stream is a coroutine
 
     async def aclose(self) -> None:
         if not self._aborted:

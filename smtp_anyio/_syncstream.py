@@ -41,7 +41,9 @@ class BlockingMessageStream(StreamState, io.RawIOBase):
         super().__init__()
         self._pull = pull
         self._queue = ChunkQueue()
-        self._cond = threading.Condition()
+        # Pulling, producer and reader are one thread: nothing to lock or wake.
+        self._cond: threading.Condition | _SameThread = (
+            _SameThread() if pull is not None else threading.Condition())
         self._on_drained = on_drained
 
     # -- producer side ---------------------------------------------------------
@@ -138,3 +140,22 @@ class BlockingMessageStream(StreamState, io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+
+class _SameThread:
+    """The part of ``threading.Condition`` the stream uses, for a stream fed
+    and read by one thread (``smtp_sync``): costs nothing, never waits."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def notify_all(self) -> None:
+        return None
+
+    def wait(self) -> bool:
+        raise RuntimeError("a pulled stream never waits")  # pragma: no cover

@@ -11,13 +11,14 @@ async server (``smtp_anyio._dispatch``).
 from __future__ import annotations
 
 import contextlib
-import secrets
 import select
 import socket
 import ssl
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from smtp_anyio._base import new_session_id
 from smtp_anyio._dispatch import (
     Outcome,
     answer,
@@ -79,7 +80,7 @@ class SyncConnection:
             server.protocol_config,
             remote_address=remote[0], remote_port=remote[1],
             local_address=local[0], local_port=local[1],
-            session_id=secrets.token_hex(8),
+            session_id=new_session_id(),
         )
         self.session: Session = self.conn.session
         self.log = server.logger
@@ -96,7 +97,7 @@ class SyncConnection:
 
     def run(self) -> None:
         try:
-            self.sock.settimeout(self.server.options.socket_timeout)
+            _kernel_timeouts(self.sock, self.server.options.socket_timeout)
             if self._setup():
                 self._serve()
         except _Closed:
@@ -280,7 +281,7 @@ class SyncConnection:
                 return
         try:
             data = self.sock.recv(_READ_SIZE)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO ran out
             data = None
         except (ConnectionError, ssl.SSLError):
             data = b""
@@ -296,7 +297,7 @@ class SyncConnection:
     def _recv_some(self) -> bytes:
         try:
             return self.sock.recv(_READ_SIZE)
-        except (ConnectionError, ssl.SSLError, TimeoutError):
+        except (ConnectionError, ssl.SSLError, TimeoutError, BlockingIOError):
             return b""
 
     def _readable(self, timeout: float, events: int = select.POLLIN) -> bool:
@@ -429,6 +430,21 @@ class SyncConnection:
         """From another thread at the end of ``close_timeout``: drop the client."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
+    """A blocking socket whose recv() and send() give up after ``timeout``
+    (SO_RCVTIMEO, SO_SNDTIMEO, then EAGAIN). ``settimeout()`` would do the
+    same with a poll() before every recv() and send(): twice the system
+    calls, and twice the GIL hand-overs, which cost the most once many
+    threads are busy. (A TLS socket gets ``settimeout()``, see _start_tls:
+    the ssl module retries a blocking read on EAGAIN.)"""
+    seconds = min(timeout, 2**31 - 1)
+    whole = int(seconds)
+    value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _peer(sock: socket.socket) -> object:
