@@ -60,8 +60,6 @@ from ._stream import MessageStream
 from ._syncstream import BlockingMessageStream
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from ._io import ConnectionIO, Waiter
     from ._server import SMTPServer
 
@@ -90,7 +88,6 @@ class Connection:
         "_proxied",
         "_queued_stream",
         "_stream",
-        "_tg",
         "_wakeup",
         "admitted",
         "conn",
@@ -121,7 +118,6 @@ class Connection:
         )
         self.session: Session = self.conn.session
         self.log: logging.Logger = server.logger
-        self._tg: TaskGroup | None = None
         self._paused: set[str] = set()
         self._busy: object = None          # what blocks the pump (a decision, TLS)
         self._stream: MessageStream | BlockingMessageStream | None = None
@@ -248,9 +244,8 @@ class Connection:
         """Block the pump while ``job`` runs as a task (reading pauses if
         input arrives meanwhile, see feed())."""
         self._busy = job
-        assert self._tg is not None
         self._jobs += 1
-        self._tg.start_soon(self._job_wrapper, job)
+        self.io.spawn(self._job_wrapper, job)
 
     async def _job_wrapper(self, job: Awaitable[None]) -> None:
         try:
@@ -309,8 +304,7 @@ class Connection:
             self._wake_data_worker()
         else:
             self._data_worker = True
-            assert self._tg is not None
-            self._tg.start_soon(self._run_on_data)
+            self.io.spawn(self._run_on_data)
 
     async def _run_on_data(self) -> None:
         """The connection's on_data task: runs the handler for each message
@@ -437,28 +431,9 @@ class Connection:
         """The connection's task: set up, then watch for the end or idleness."""
         server = self.server
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                if self.implicit_tls and self.conn.state is not State.PROXY:
-                    self._pause("tls")
-                self.io.start(self, tg)
-                if await self._setup():
-                    await self._watch()
-                # Send the last replies (a 221, a 421) before the reader task
-                # is cancelled: it may be in the middle of sending them. And
-                # let an on_data see its MessageAbortedError rather than a
-                # cancellation. (Most sessions end with nothing to wait for:
-                # no timer, no cancellation, the cheapest way out.)
-                if self.io.needs_flush() or self._data_active:
-                    with anyio.move_on_after(_FINAL_FLUSH):
-                        await self.io.flush()
-                        if self._data_active:
-                            self._data_idle = anyio.Event()
-                            await self._data_idle.wait()
-                if self._jobs or self._data_active or self.io.reads_in_task:
-                    tg.cancel_scope.cancel()
-                else:
-                    self._wake_data_worker()  # it sees _finished and returns
+            if self.implicit_tls and self.conn.state is not State.PROXY:
+                self._pause("tls")
+            await self.io.run_tasks(self, self._session)
         finally:
             self._finished = True
             if self._stream is not None:
@@ -470,6 +445,26 @@ class Connection:
                     if close is not None:
                         await self._call(close, self.session)
             server.forget(self)
+
+    async def _session(self) -> bool:
+        """Set up, serve, wind down; True if the connection's other tasks
+        (decisions, on_data) must be cancelled."""
+        if await self._setup():
+            await self._watch()
+        # Send the last replies (a 221, a 421) before the tasks are cancelled:
+        # one may be in the middle of sending them. And let an on_data see its
+        # MessageAbortedError rather than a cancellation. (Most sessions end
+        # with nothing to wait for: no timer, no cancellation.)
+        if self.io.needs_flush() or self._data_active:
+            with anyio.move_on_after(_FINAL_FLUSH):
+                await self.io.flush()
+                if self._data_active:
+                    self._data_idle = anyio.Event()
+                    await self._data_idle.wait()
+        if self._jobs or self._data_active:
+            return True
+        self._wake_data_worker()  # it sees _finished and returns
+        return False
 
     async def _setup(self) -> bool:
         server = self.server

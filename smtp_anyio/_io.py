@@ -10,14 +10,12 @@ trio and wherever the first one cannot be).
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 import anyio
 
 from smtp_proto import TLSInfo
-
-if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
 
 __all__ = ["ConnectionIO", "EventWaiter", "Feeder", "Waiter"]
 
@@ -61,11 +59,14 @@ class ConnectionIO(Protocol):
 
     remote: tuple[str, int] | None
     local: tuple[str, int] | None
-    reads_in_task: bool
-    """``start`` runs a reader task in the connection's task group."""
+    async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
+        """Deliver bytes to ``driver.feed`` (and EOF to ``feed_eof``) while
+        ``session()`` runs; when it returns, end the tasks :meth:`spawn`
+        started: cancelled if it returned True, else left to finish."""
 
-    def start(self, driver: Feeder, task_group: TaskGroup) -> None:
-        """Begin delivering bytes to ``driver.feed`` (and EOF to ``feed_eof``)."""
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
+        """Run ``func(*args)`` as a task of this connection (inside
+        :meth:`run_tasks`)."""
 
     def waiter(self) -> Waiter:
         """A fresh one-shot wake-up (call from a task)."""

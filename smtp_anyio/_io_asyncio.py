@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from smtp_proto import TLSInfo
 
 from ._tls import tls_info
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from ._io import Feeder
 
 __all__ = ["AsyncioIO", "FutureWaiter", "normalise_address"]
@@ -67,6 +65,7 @@ class AsyncioIO(asyncio.Protocol):
     """One accepted connection. ``on_made`` builds the driver for it."""
 
     __slots__ = (
+        "_children",
         "_closed",
         "_drain",
         "_driver",
@@ -80,8 +79,6 @@ class AsyncioIO(asyncio.Protocol):
         "tls",
     )
 
-    reads_in_task = False
-
     def __init__(self, on_made: Callable[[AsyncioIO], Feeder]) -> None:
         self._on_made = on_made
         self._transport: asyncio.Transport | None = None
@@ -94,6 +91,7 @@ class AsyncioIO(asyncio.Protocol):
         self.local: tuple[str, int] | None = None
         self.tls: TLSInfo | None = None  # implicit TLS: known before the driver exists
         self._held: list[bytes] | None = None
+        self._children: set[asyncio.Task[None]] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -141,8 +139,42 @@ class AsyncioIO(asyncio.Protocol):
 
     # -- ConnectionIO ----------------------------------------------------------
 
-    def start(self, driver: Feeder, task_group: TaskGroup) -> None:
-        """Nothing to start: the loop already calls ``data_received``."""
+    # Child tasks are plain asyncio tasks, not an anyio task group: a group,
+    # its cancel scope and anyio's bookkeeping per task cost more time and
+    # memory than the rest of a short session (see docs/server/performance).
+    # The loop already calls data_received: no reader task.
+
+    async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
+        cancel = True
+        try:
+            cancel = await session()
+        finally:
+            children = self._children
+            if children and cancel:
+                for task in children:
+                    task.cancel()
+                await asyncio.wait(children)
+        if children:
+            for task in children:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise cast(BaseException, task.exception())
+
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
+        children = self._children
+        if children is None:
+            children = self._children = set()
+        task = asyncio.get_running_loop().create_task(func(*args))
+        children.add(task)
+        task.add_done_callback(self._child_done)
+
+    def _child_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            if self._children is not None:
+                self._children.discard(task)
+        else:
+            # A bug, not a handler's error (those are answered): end the
+            # session, whose task then raises it (see run_tasks).
+            self.abort()
 
     def waiter(self) -> FutureWaiter:
         return FutureWaiter()

@@ -8,7 +8,7 @@ driver; writes are queued and sent by whoever flushes, under a lock.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -66,10 +66,9 @@ class _Replay(ByteStream):
 class StreamIO:
     """One connection over an anyio ``ByteStream``."""
 
-    reads_in_task = True
-
     def __init__(self, stream: ByteStream) -> None:
         self._stream: ByteStream = stream
+        self._tg: TaskGroup | None = None
         self._out: list[bytes] = []
         self._sending = False
         self._send_done: anyio.Event | None = None
@@ -80,8 +79,16 @@ class StreamIO:
         self.remote = normalise_address(stream.extra(SocketAttribute.remote_address, None))
         self.local = normalise_address(stream.extra(SocketAttribute.local_address, None))
 
-    def start(self, driver: Feeder, task_group: TaskGroup) -> None:
-        task_group.start_soon(self._reader, driver)
+    async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._reader, driver)
+            await session()
+            tg.cancel_scope.cancel()  # the reader at least
+
+    def spawn(self, func: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(func, *args)
 
     def waiter(self) -> EventWaiter:
         return EventWaiter()

@@ -48,6 +48,9 @@ class SMTPServer(ServerBase):
         self._listeners: list[Callable[[], None]] = []
         self._idle: anyio.Event | None = None
         self._closed: anyio.Event | None = None
+        # Session tasks of asyncio connections: plain asyncio tasks, cheaper
+        # than anyio's (see _adopt); __aexit__ waits for them.
+        self._sessions: set[asyncio.Task[None]] = set()
 
     # -- handlers: override in a subclass or pass as keyword arguments ------
 
@@ -93,12 +96,24 @@ class SMTPServer(ServerBase):
                     await self.close()
                 else:  # cancelled or failing: no grace period, but no leaks
                     self._abort_all()
+            await self._join_sessions()
         except BaseException:
+            self._abort_all()
+            with anyio.CancelScope(shield=True):
+                await self._join_sessions()
             await self._tg.__aexit__(*sys.exc_info())
             raise
         return await self._tg.__aexit__(exc_type, exc, tb)
 
+    async def _join_sessions(self) -> None:
+        """Wait for the asyncio session tasks, which end soon once their
+        connections are closed or aborted (within the final flush's 5 s)."""
+        while self._sessions:
+            await asyncio.wait(set(self._sessions))
+
     def _abort_all(self) -> None:
+        if self.closing and not self.connections:
+            return
         self.closing = True
         for stop in self._listeners:
             stop()
@@ -169,9 +184,18 @@ class SMTPServer(ServerBase):
     def _adopt(self, connection: Connection) -> Connection:
         self.connections.add(connection)
         if isinstance(connection.io, AsyncioIO):
-            assert self._tg is not None
-            self._tg.start_soon(connection.run)
+            # A plain asyncio task, not one in the server's task group: anyio
+            # adds a handle, an event, a wrapper coroutine and a done callback
+            # to every task, which is most of what an idle connection costs.
+            task = asyncio.get_running_loop().create_task(connection.run())
+            self._sessions.add(task)
+            task.add_done_callback(self._session_done)
         return connection
+
+    def _session_done(self, task: asyncio.Task[None]) -> None:
+        self._sessions.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.logger.error("connection task failed", exc_info=task.exception())
 
     def forget(self, connection: Connection) -> None:
         self.connections.discard(connection)
