@@ -13,7 +13,7 @@ import logging
 import random
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from smtp_proto import ServerConfig
@@ -45,14 +45,16 @@ class Handlers:
     rcpt_to: Handler | None = None
     data: Handler | None = None
     close: Handler | None = None
+    data_is_async: bool = field(init=False)
+    """``data`` is a coroutine function (asked once per message otherwise)."""
 
-    @property
-    def data_is_async(self) -> bool:
+    def __post_init__(self) -> None:
         handler = self.data
-        return handler is not None and (
+        is_async = handler is not None and (
             inspect.iscoroutinefunction(handler)
             or inspect.iscoroutinefunction(type(handler).__call__)
         )
+        object.__setattr__(self, "data_is_async", is_async)
 
     @classmethod
     def resolve(cls, server: object, base: type, given: Mapping[str, object]) -> Handlers:

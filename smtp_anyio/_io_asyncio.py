@@ -39,10 +39,13 @@ class FutureWaiter:
     asyncio, without the backend lookup and the lock of asyncio.Event (this
     is on the path of every message)."""
 
-    __slots__ = ("_future",)
+    __slots__ = ("_future", "_loop")
 
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The loop is passed in: asyncio.get_running_loop() costs a getpid()
+        # system call (fork detection), several per connection otherwise.
+        self._loop = loop
+        self._future: asyncio.Future[None] = loop.create_future()
 
     def set(self) -> None:
         if not self._future.done():
@@ -54,7 +57,7 @@ class FutureWaiter:
             return
         # A timer handle rather than a cancel scope: smaller and cheaper, and
         # idle connections each hold one.
-        timer = asyncio.get_running_loop().call_later(timeout, self.set)
+        timer = self._loop.call_later(timeout, self.set)
         try:
             await self._future
         finally:
@@ -75,12 +78,16 @@ class AsyncioIO(asyncio.Protocol):
         "_transport",
         "_write_paused",
         "local",
+        "loop",
         "remote",
         "tls",
     )
 
-    def __init__(self, on_made: Callable[[AsyncioIO], Feeder]) -> None:
+    def __init__(
+        self, on_made: Callable[[AsyncioIO], Feeder], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._on_made = on_made
+        self.loop = loop
         self._transport: asyncio.Transport | None = None
         self._driver: Feeder | None = None
         self._write_paused = False
@@ -163,7 +170,7 @@ class AsyncioIO(asyncio.Protocol):
         children = self._children
         if children is None:
             children = self._children = set()
-        task = asyncio.get_running_loop().create_task(func(*args))
+        task = self.loop.create_task(func(*args))
         children.add(task)
         task.add_done_callback(self._child_done)
 
@@ -177,7 +184,7 @@ class AsyncioIO(asyncio.Protocol):
             self.abort()
 
     def waiter(self) -> FutureWaiter:
-        return FutureWaiter()
+        return FutureWaiter(self.loop)
 
     def write(self, data: bytes) -> None:
         if not self._closed and self._transport is not None:
@@ -188,7 +195,7 @@ class AsyncioIO(asyncio.Protocol):
 
     async def flush(self) -> None:
         while self._write_paused and not self._closed:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self.loop.create_future()
             await self._drain
 
     def pause_reading(self) -> None:
@@ -246,9 +253,9 @@ class AsyncioIO(asyncio.Protocol):
         if self.close_now():
             return
         assert transport is not None
-        lost = self._lost = asyncio.get_running_loop().create_future()
+        lost = self._lost = self.loop.create_future()
         transport.close()  # flushes what is buffered first
-        timer = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
+        timer = self.loop.call_later(_CLOSE_WAIT, transport.abort)
         try:
             await lost
         except asyncio.CancelledError:

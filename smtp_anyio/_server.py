@@ -152,7 +152,7 @@ class SMTPServer(ServerBase):
         # Implicit TLS: the loop does the handshake with the stable front
         # context, which follows update_secure_context() (see TLSContexts).
         server = await loop.create_server(
-            lambda: AsyncioIO(made), host, port, reuse_address=True, backlog=1024,
+            lambda: AsyncioIO(made, loop), host, port, reuse_address=True, backlog=1024,
             ssl=self.tls.context if implicit else None,
             ssl_handshake_timeout=self.options.socket_timeout if implicit else None,
         )
@@ -187,7 +187,7 @@ class SMTPServer(ServerBase):
             # A plain asyncio task, not one in the server's task group: anyio
             # adds a handle, an event, a wrapper coroutine and a done callback
             # to every task, which is most of what an idle connection costs.
-            task = asyncio.get_running_loop().create_task(connection.run())
+            task = connection.io.loop.create_task(connection.run())
             self._sessions.add(task)
             task.add_done_callback(self._session_done)
         return connection
