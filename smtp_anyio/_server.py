@@ -96,14 +96,22 @@ class SMTPServer(ServerBase):
                     await self.close()
                 else:  # cancelled or failing: no grace period, but no leaks
                     self._abort_all()
+                    self._cancel_sessions()
             await self._join_sessions()
         except BaseException:
             self._abort_all()
+            self._cancel_sessions()
             with anyio.CancelScope(shield=True):
                 await self._join_sessions()
             await self._tg.__aexit__(*sys.exc_info())
             raise
         return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def _cancel_sessions(self) -> None:
+        """What cancelling the task group did to session tasks in it: their
+        handlers are cancelled; ``on_close`` still runs (shielded)."""
+        for task in self._sessions:
+            task.cancel()
 
     async def _join_sessions(self) -> None:
         """Wait for the asyncio session tasks, which end soon once their

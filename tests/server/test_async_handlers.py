@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from smtp_anyio import MessageAbortedError, SMTPError
+from smtp_anyio import MessageAbortedError, SMTPError, SMTPServer
 
 from .conftest import TLSMaterial
 from .harness import run_server
@@ -587,3 +587,67 @@ def test_close_while_a_coroutine_decision_is_pending(
             closer.join(TIMEOUT)
             assert not closer.is_alive(), "close() did not return"
     error_log.check()
+
+
+def _anyio_run(backend: str, main: Any) -> Any:
+    if backend == "trio":
+        return anyio.run(main, backend="trio")
+    return anyio.run(main, backend="asyncio",
+                     backend_options={"use_uvloop": backend == "uvloop"})
+
+
+def test_cancelling_the_server_cancels_a_stuck_on_data(async_backend: str) -> None:
+    """Cancelling the task that runs the server (not close()) cancels the
+    handlers at once, a stuck on_data included, and still runs on_close."""
+    cancelled: list[str] = []
+    closed: list[str] = []
+
+    async def main() -> None:
+        entered = anyio.Event()
+
+        async def on_data(stream: Any, session: Any) -> None:
+            entered.set()
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                cancelled.append(session.id)
+                raise
+
+        async def on_close(session: Any) -> None:
+            closed.append(session.id)
+
+        server = SMTPServer(on_data=on_data, on_close=on_close, auth_optional=True,
+                            disable_reverse_lookup=True)
+
+        async def serve(*, task_status: Any) -> None:
+            async with server:
+                _, port = await server.listen(0)
+                task_status.started(port)
+                await anyio.sleep_forever()
+
+        async def command(client: Any, line: bytes) -> bytes:
+            await client.send(line)
+            reply = b""
+            while not reply.endswith(b"\r\n") or reply.split(b"\r\n")[-2][3:4] == b"-":
+                reply += await client.receive()
+            return reply
+
+        # Well under the 5 s a lost connection's on_data gets to finish:
+        # this is cancellation, not a wind-down.
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(serve)
+                client = await anyio.connect_tcp("127.0.0.1", port)
+                assert (await client.receive()).startswith(b"220")
+                assert (await command(client, b"EHLO client.example\r\n")).startswith(b"250")
+                assert (await command(client, b"MAIL FROM:<a@example.com>\r\n"))[:3] == b"250"
+                assert (await command(client, b"RCPT TO:<b@example.com>\r\n"))[:3] == b"250"
+                assert (await command(client, b"DATA\r\n"))[:3] == b"354"
+                await client.send(b"Subject: stuck\r\n\r\nhalf a message")
+                await entered.wait()
+                tg.cancel_scope.cancel()
+            await client.aclose()
+
+    _anyio_run(async_backend, main)
+    assert len(cancelled) == 1
+    assert closed == cancelled
