@@ -41,6 +41,9 @@ class EventWaiter:
         self._event.set()
 
     async def wait(self, timeout: float | None = None) -> None:
+        if timeout is None:  # no cancel scope to make (the on_data task's wait)
+            await self._event.wait()
+            return
         with anyio.move_on_after(timeout):
             await self._event.wait()
 
