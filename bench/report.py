@@ -442,44 +442,44 @@ What limits the targets
 -----------------------
 
 Profiled with ``py-spy`` (``run.py --profile``), ``perf record``, ``cProfile``
-and ``strace -c`` on the sinks, on this machine:
+and ``strace -c`` on the sinks, on this machine. Where a target above is
+missed (or only just met: differences of a few percent move with the
+machine's load), this is what limits it:
 
 - **W2 on uvloop against smtp-server.** Both make the same system calls per
   message (``strace -c``: 4 reads and 4 writes; on loopback a write also
   runs the receiving side of TCP, so they are about half of either
-  server's CPU). The difference is the rest: about 45 us of interpreted
+  server's CPU). The difference is the rest: about 40 us of interpreted
   Python per message for ``smtp_anyio`` (``perf``: half of the samples in
   ``libpython``; the sans-IO core's share is about 18 us, see
   ``bench/core_bench.py``), against about 25 us of JIT-compiled JavaScript
   in smtp-server. The work is spread thin over the core's parser, the
   events, the driver and the stream; no single function stands out.
 - **W2 on trio.** Every read and every write goes through an anyio byte
-  stream and trio's scheduler (a receive in a reader task, checkpoints in
-  each send): about twice the CPU per message of the asyncio transports,
-  which call the driver straight from the loop's callbacks.
+  stream and trio's scheduler, which is Python code: about 1.7 times the
+  CPU per message of the asyncio transports, which call the driver straight
+  from the loop's callbacks. Sending replies straight into the socket (no
+  scheduler trip) was tried and was slower: the reader then came back to
+  an empty socket more often and paid for an ``epoll_ctl`` and a wait.
 - **W2 on smtp_sync.** A thread per client: with 20 busy threads on 2
   cores, the GIL changes hands at every blocking call, and the hand-overs
-  (``futex`` calls, about 20 per message) take most of the server's kernel
-  time. A thread-per-client server with canned replies does about 16,000
-  messages per second here because it holds the GIL for a few
-  microseconds per reply; ours holds it for the protocol work, and
-  contention grows with the time it is held. Taken so far: kernel socket
-  timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``) instead of a ``poll()`` before
-  every ``recv()`` and ``send()``, which halved the system calls and the
-  hand-overs, and no lock for the stream that the client's own thread
-  both fills and reads.
-- **W3 (a connection per message).** The ceiling makes the same system
-  calls (accept, 6 reads, 7 writes, close); the rest of our cost is Python
-  setting up and tearing down a session: the core's connection, the
-  session, the driver, the session task and the ``on_data`` task. Taken so
-  far: on asyncio, plain asyncio tasks instead of anyio task groups and
-  their cancel scopes (anyio adds a handle, an event, a wrapper coroutine
-  and bookkeeping to every task), no timer or shielded scope at the end of
-  a session that has nothing left to send, and no system calls for the
-  session id or for looking up the running loop.
-- **W5 on trio.** A trio task and its nursery, and anyio's stream objects,
-  cost about twice the memory of an asyncio connection, which has no
-  reader task at all (the loop calls the protocol).
+  (``futex`` calls and context switches; ``perf``: 60% of the CPU in the
+  kernel, most of it switching tasks) cost more than the protocol work. A
+  thread-per-client server with canned replies does about 16,000 messages
+  per second here because it holds the GIL for a few microseconds per
+  reply; ours holds it for the protocol work, and contention grows with the
+  time it is held. Taken so far: kernel socket timeouts (``SO_RCVTIMEO``,
+  ``SO_SNDTIMEO``) instead of a ``poll()`` before every ``recv()`` and
+  ``send()``; replies sent by a non-blocking ``send()`` that keeps the GIL;
+  no lock for the stream that a client's thread both fills and reads.
+  Together: from about 20 GIL hand-overs per message to 4, one per
+  ``recv()``, which no blocking design avoids.
+- **W3 and W5** were limited by anyio's per-task costs (a handle, an event,
+  a wrapper coroutine, a task group and its cancel scopes for every
+  connection): on asyncio the connections now run as plain asyncio tasks.
+  On trio a connection still has its nursery, a reader task and anyio's
+  stream objects: about three times the memory of an asyncio connection,
+  which has no reader task at all (the loop calls the protocol).
 
 Is the load generator the limit?
 --------------------------------
