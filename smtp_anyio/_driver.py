@@ -252,7 +252,8 @@ class Connection:
             await job
             self._unblock()
             self._pump()
-            await self.io.flush()
+            if self.io.needs_flush():
+                await self.io.flush()
         finally:
             self._jobs -= 1
 
@@ -357,7 +358,8 @@ class Connection:
             self._end_message()
             self._unblock()
             self._pump()
-            await self.io.flush()
+            if self.io.needs_flush():
+                await self.io.flush()
 
     def _complete_message(self, event: Event) -> None:
         stream = self._stream
@@ -508,7 +510,8 @@ class Connection:
         conn.send_greeting()
         self._resume("greeting")
         self._pump()
-        await self.io.flush()
+        if self.io.needs_flush():
+            await self.io.flush()
         return not self._finished
 
     async def _watch(self) -> None:
