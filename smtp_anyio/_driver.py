@@ -83,6 +83,8 @@ class Connection:
         "_data_worker",
         "_fed_before_greeting",
         "_finished",
+        "_handover_due",
+        "_in_feed",
         "_jobs",
         "_paused",
         "_proxied",
@@ -130,6 +132,8 @@ class Connection:
         self._data_idle: anyio.Event | None = None
         self._finished = False
         self._jobs = 0                   # decision tasks running
+        self._in_feed = False            # inside feed(), see _hand_over()
+        self._handover_due = False       # on_data to start in settle()
         self._wakeup: Waiter | None = None
         self._proxied = False
         self._fed_before_greeting = 0
@@ -158,7 +162,11 @@ class Connection:
             # system calls per decision for clients that wait for replies.)
             self._pause("busy")
             return
-        self._pump()
+        self._in_feed = True
+        try:
+            self._pump()
+        finally:
+            self._in_feed = False
 
     def feed_eof(self) -> None:
         if self._finished:
@@ -301,6 +309,9 @@ class Connection:
 
     def _hand_over(self) -> None:
         """Wake (or start) the on_data task for the queued stream."""
+        if self._in_feed and self.io.feeds_from_task:
+            self._handover_due = True  # settle() decides, right after feed()
+            return
         if self._data_worker:
             self._wake_data_worker()
         else:
@@ -321,13 +332,39 @@ class Connection:
                 await wakeup.wait()
                 continue
             self._queued_stream = None
-            self._data_active = True
-            try:
-                await self._on_data(handler, stream)
-            finally:
-                self._data_active = False
-                if self._data_idle is not None:
-                    self._data_idle.set()
+            await self._run_handler(handler, stream)
+
+    async def _run_handler(
+        self, handler: Callable[..., Any], stream: MessageStream | BlockingMessageStream
+    ) -> None:
+        self._data_active = True
+        try:
+            await self._on_data(handler, stream)
+        finally:
+            self._data_active = False
+            if self._data_idle is not None:
+                self._data_idle.set()
+
+    async def settle(self) -> None:
+        """Called by a reader task after :meth:`feed`: start ``on_data`` for
+        a message handed over meanwhile. A message that is complete already
+        (a short one, read in one go) has its ``on_data`` run right here, in
+        the reader's task: no other task to wake, which on trio is a good
+        part of the cost of a short message. Nothing is read meanwhile, and
+        nothing needs to be: the next command waits for this answer."""
+        if not self._handover_due:
+            return
+        self._handover_due = False
+        stream = self._queued_stream
+        if stream is None:
+            return
+        handler = self.server.handlers.data
+        if stream.ended and not self._data_active and self.server.handlers.data_is_async:
+            assert handler is not None
+            self._queued_stream = None
+            await self._run_handler(handler, stream)
+        else:
+            self._hand_over()
 
     async def _on_data(
         self, handler: Callable[..., Any], stream: MessageStream | BlockingMessageStream

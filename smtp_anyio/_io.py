@@ -55,6 +55,9 @@ class Feeder(Protocol):
 
     def feed_eof(self) -> None: ...
 
+    async def settle(self) -> None:
+        """After ``feed``, from a reader task (``ConnectionIO.feeds_from_task``)."""
+
 
 class ConnectionIO(Protocol):
     """A connected socket as the driver sees it. Not thread-safe; all calls
@@ -62,6 +65,8 @@ class ConnectionIO(Protocol):
 
     remote: tuple[str, int] | None
     local: tuple[str, int] | None
+    feeds_from_task: bool
+    """``feed`` is called from a reader task, which awaits ``settle`` after it."""
     async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
         """Deliver bytes to ``driver.feed`` (and EOF to ``feed_eof``) while
         ``session()`` runs; when it returns, end the tasks :meth:`spawn`

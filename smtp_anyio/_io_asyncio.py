@@ -83,6 +83,8 @@ class AsyncioIO(asyncio.Protocol):
         "tls",
     )
 
+    feeds_from_task = False  # from the loop's callbacks
+
     def __init__(
         self, on_made: Callable[[AsyncioIO], Feeder], loop: asyncio.AbstractEventLoop
     ) -> None:

@@ -66,6 +66,8 @@ class _Replay(ByteStream):
 class StreamIO:
     """One connection over an anyio ``ByteStream``."""
 
+    feeds_from_task = True
+
     def __init__(self, stream: ByteStream) -> None:
         self._stream: ByteStream = stream
         self._tg: TaskGroup | None = None
@@ -104,6 +106,7 @@ class StreamIO:
                 driver.feed_eof()
                 return
             driver.feed(data)
+            await driver.settle()
             await self.flush()
 
     def write(self, data: bytes) -> None:
