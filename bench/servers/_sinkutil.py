@@ -13,10 +13,15 @@ Every sink, whatever server it runs, behaves the same for ``bench/run.py``:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import resource
+import signal
 import ssl
 import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 HOST = "127.0.0.1"
 NAME = "bench.localhost"
@@ -75,6 +80,13 @@ class Stats:
     def __init__(self) -> None:
         self.messages = 0
         self.bytes = 0
+        self._lock = threading.Lock()  # += on an attribute can lose updates across threads
+
+    def count(self, size: int) -> None:
+        """One message of ``size`` body bytes, read to its end."""
+        with self._lock:
+            self.messages += 1
+            self.bytes += size
 
     def report_and_exit(self) -> None:
         try:
@@ -82,3 +94,43 @@ class Stats:
             sys.stdout.flush()
         finally:  # exit even when nobody reads stdout any more
             os._exit(0)
+
+
+def our_options(args: argparse.Namespace, on_data: Callable[..., Any]) -> dict[str, Any]:
+    """The options both of our sinks (smtp_anyio, smtp_sync) run with."""
+    options: dict[str, Any] = {
+        "on_data": on_data,
+        "name": NAME,
+        "auth_optional": True,
+        "disable_reverse_lookup": True,
+        "max_recipients": None,
+    }
+    if args.tls_cert:
+        options.update(key=args.tls_key, cert=args.tls_cert)
+    return options
+
+
+async def serve_protocol(factory: Callable[[], asyncio.BaseProtocol],
+                         args: argparse.Namespace, stats: Stats) -> None:
+    """Serve an asyncio protocol on ``--port`` (implicit TLS with
+    ``--secure``) until SIGTERM."""
+    context = server_context(args)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        factory, HOST, args.port, reuse_address=True, backlog=1024,
+        ssl=context if args.secure else None,
+    )
+    loop.add_signal_handler(signal.SIGTERM, stats.report_and_exit)
+    ready(server.sockets[0].getsockname()[1])
+    await server.serve_forever()
+
+
+def run_asyncio(main: Callable[[argparse.Namespace], Coroutine[Any, Any, None]],
+                args: argparse.Namespace) -> None:
+    """``main(args)`` on asyncio, or on uvloop with ``--backend uvloop``."""
+    if args.backend == "uvloop":
+        import uvloop
+
+        uvloop.run(main(args))
+    else:
+        asyncio.run(main(args))

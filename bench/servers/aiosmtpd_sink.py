@@ -11,10 +11,9 @@ No size limit; STARTTLS offered only when a certificate is given. See
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Any
 
-from _sinkutil import HOST, NAME, Stats, parse_args, ready, server_context
+from _sinkutil import NAME, Stats, parse_args, run_asyncio, serve_protocol, server_context
 from aiosmtpd.smtp import SMTP
 
 
@@ -23,15 +22,14 @@ class Sink:
         self.stats = stats
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.stats.messages += 1
-        self.stats.bytes += len(envelope.original_content or b"")
+        self.stats.count(len(envelope.original_content or b""))
         return "250 OK"
 
 
 async def main(args: Any) -> None:
     stats = Stats()
     handler = Sink(stats)
-    context = server_context(args)
+    context = server_context(args)  # STARTTLS (offered when not --secure)
     loop = asyncio.get_running_loop()
 
     def factory() -> SMTP:
@@ -40,20 +38,8 @@ async def main(args: Any) -> None:
             tls_context=None if args.secure else context, loop=loop,
         )
 
-    server = await loop.create_server(
-        factory, HOST, args.port, reuse_address=True, backlog=1024,
-        ssl=context if args.secure else None,
-    )
-    loop.add_signal_handler(signal.SIGTERM, stats.report_and_exit)
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+    await serve_protocol(factory, args, stats)
 
 
 if __name__ == "__main__":
-    arguments = parse_args(__doc__ or "", ("asyncio", "uvloop"))
-    if arguments.backend == "uvloop":
-        import uvloop
-
-        uvloop.run(main(arguments))
-    else:
-        asyncio.run(main(arguments))
+    run_asyncio(main, parse_args(__doc__ or "", ("asyncio", "uvloop")))

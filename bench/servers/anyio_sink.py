@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 import anyio
-from _sinkutil import HOST, NAME, Stats, parse_args, ready
+from _sinkutil import HOST, Stats, our_options, parse_args, ready
 
 from smtp_anyio import SMTPServer
 
@@ -24,19 +24,9 @@ async def main(args: Any) -> None:
     async def on_data(stream: Any, session: Any) -> None:
         async for _chunk in stream:
             pass
-        stats.messages += 1
-        stats.bytes += stream.byte_length
+        stats.count(stream.byte_length)
 
-    options: dict[str, Any] = {
-        "on_data": on_data,
-        "name": NAME,
-        "auth_optional": True,
-        "disable_reverse_lookup": True,
-        "max_recipients": None,
-    }
-    if args.tls_cert:
-        options.update(key=args.tls_key, cert=args.tls_cert)
-    server = SMTPServer(**options)
+    server = SMTPServer(**our_options(args, on_data))
     async with server:
         _, port = await server.listen(args.port, HOST, secure=args.secure)
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:

@@ -15,10 +15,9 @@ well below it, and if one does not, the load generator is the limit.
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Any
 
-from _sinkutil import HOST, Stats, parse_args, ready, server_context
+from _sinkutil import Stats, parse_args, run_asyncio, serve_protocol
 
 END = b"\r\n.\r\n"
 EHLO = (b"250-bench.localhost\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
@@ -54,8 +53,7 @@ class Canned(asyncio.Protocol):
                     pos = keep
                     break
                 self.data_bytes += end - pos
-                self.stats.messages += 1
-                self.stats.bytes += self.data_bytes
+                self.stats.count(self.data_bytes)
                 self.data_bytes = 0
                 self.in_data = False
                 pos = end + len(END)
@@ -89,22 +87,8 @@ class Canned(asyncio.Protocol):
 
 async def main(args: Any) -> None:
     Canned.stats = stats = Stats()
-    context = server_context(args)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        Canned, HOST, args.port, reuse_address=True, backlog=1024,
-        ssl=context if args.secure else None,
-    )
-    loop.add_signal_handler(signal.SIGTERM, stats.report_and_exit)
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+    await serve_protocol(Canned, args, stats)
 
 
 if __name__ == "__main__":
-    arguments = parse_args(__doc__ or "", ("asyncio", "uvloop"))
-    if arguments.backend == "uvloop":
-        import uvloop
-
-        uvloop.run(main(arguments))
-    else:
-        asyncio.run(main(arguments))
+    run_asyncio(main, parse_args(__doc__ or "", ("asyncio", "uvloop")))

@@ -13,32 +13,21 @@ import signal
 import threading
 from typing import Any
 
-from _sinkutil import HOST, NAME, Stats, parse_args, ready
+from _sinkutil import HOST, Stats, our_options, parse_args, ready
 
 from smtp_sync import SMTPServer
 
 
 def main(args: Any) -> None:
     stats = Stats()
-    counting = threading.Lock()  # += on an attribute can lose updates across threads
 
     def on_data(stream: Any, session: Any) -> None:
         for _chunk in stream:
             pass
-        with counting:
-            stats.messages += 1
-            stats.bytes += stream.byte_length
+        stats.count(stream.byte_length)
 
-    options: dict[str, Any] = {
-        "on_data": on_data,
-        "name": NAME,
-        "auth_optional": True,
-        "disable_reverse_lookup": True,
-        "max_recipients": None,
-        "max_clients": 4000,  # W5 holds 1,000 idle clients (the default bound)
-    }
-    if args.tls_cert:
-        options.update(key=args.tls_key, cert=args.tls_cert)
+    options = our_options(args, on_data)
+    options["max_clients"] = 4000  # W5 holds 1,000 idle clients (the default bound)
     # SIGTERM is blocked in every thread and taken by one that waits for it:
     # a Python handler would need the main thread to wake up, and the kernel
     # may deliver the signal to any thread (it does under py-spy).
