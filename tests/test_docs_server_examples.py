@@ -19,18 +19,15 @@ import functools
 import importlib.util
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
 import signal
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -41,10 +38,9 @@ import trustme
 
 from smtp_anyio import SMTPError, SMTPServer
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "docs" / "examples"
+from .example_programs import EXAMPLES, ROOT, TIMEOUT, Program, Raw, child_env, example
+
 PAGES = ROOT / "docs" / "server"
-TIMEOUT = 30.0
 
 
 # -- loading the examples ------------------------------------------------------
@@ -111,134 +107,6 @@ def serving(server: SMTPServer, backend: str = "asyncio") -> Iterator[Any]:
 
 def port_of(thread: Any) -> int:
     return int(thread.address[1])
-
-
-# -- subprocesses --------------------------------------------------------------
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment of example programs: the repository importable from
-    any working directory (as ``pip install`` would make it)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-class Program:
-    """A running program whose stdout lines are read as they come."""
-
-    def __init__(self, argv: list[str], cwd: Path = ROOT, **env: str) -> None:
-        self.argv = argv
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=child_env(**env), text=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._stderr: list[str] = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.append),
-                         daemon=True).start()
-
-    @staticmethod
-    def _pump(stream: Any, sink: Callable[[Any], None]) -> None:
-        for line in stream:
-            sink(line.rstrip("\n"))
-        sink(None)
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(line for line in self._stderr if line is not None)
-
-    def line(self) -> str:
-        try:
-            line = self._lines.get(timeout=TIMEOUT)
-        except queue.Empty:
-            pytest.fail(f"{self.argv}: no output within {TIMEOUT} s\n{self.stderr}")
-        if line is None:
-            self.proc.wait(TIMEOUT)
-            pytest.fail(f"{self.argv} ended ({self.proc.returncode}):\n{self.stderr}")
-        return line
-
-    def wait_for(self, pattern: str) -> re.Match[str]:
-        """Read lines until one matches ``pattern`` (a regex, searched)."""
-        seen = []
-        while True:
-            line = self.line()
-            seen.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-            if len(seen) > 500:
-                pytest.fail(f"{pattern!r} not in {seen[-20:]}")
-
-    def port(self, pattern: str = r"listening on 127\.0\.0\.1:(\d+)") -> int:
-        return int(self.wait_for(pattern).group(1))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(TIMEOUT)
-
-    def __enter__(self) -> Program:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def example(name: str, *args: str) -> list[str]:
-    return [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
-
-
-# -- a raw SMTP client ---------------------------------------------------------
-
-
-class Raw:
-    """Send command lines, read replies: for what smtplib cannot do (LMTP's
-    reply per recipient, XCLIENT, reading a 334 error challenge)."""
-
-    def __init__(self, port: int, sock: socket.socket | None = None) -> None:
-        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> list[str]:
-        lines = []
-        while True:
-            raw = self.file.readline()
-            if not raw:
-                lines.append("<closed>")
-                return lines
-            line = raw.decode().rstrip("\r\n")
-            lines.append(line)
-            if line[3:4] != "-":
-                return lines
-
-    def send(self, data: str | bytes) -> None:
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def command(self, line: str) -> list[str]:
-        self.send(line + "\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    def __enter__(self) -> Raw:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 # -- TLS material ----------------------------------------------------------------

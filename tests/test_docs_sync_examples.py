@@ -15,7 +15,6 @@ import contextlib
 import importlib.util
 import json
 import mailbox
-import os
 import queue
 import re
 import signal
@@ -38,10 +37,11 @@ import trustme
 import smtp_sync
 from smtp_sync import SMTPServer
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "docs" / "examples"
+from .example_programs import EXAMPLES, ROOT, TIMEOUT, Program, Raw, child_env, example
+
 PAGE = ROOT / "docs" / "server" / "threaded.rst"
-TIMEOUT = 30.0
+# The line a sync example names its port with, whole.
+PORT_LINE = r"^listening on 127\.0\.0\.1:(\d+)$"
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -67,144 +67,6 @@ def serving(server: SMTPServer) -> Iterator[int]:
     _, port = server.listen(0)
     with server:
         yield port
-
-
-# -- subprocesses --------------------------------------------------------------
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def example(name: str, *args: str) -> list[str]:
-    return [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
-
-
-class Program:
-    """A running example program whose output lines are read as they come."""
-
-    def __init__(self, argv: list[str], cwd: Path = ROOT) -> None:
-        self.argv = argv
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=child_env(), text=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._stderr: list[str] = []
-        self._pumps = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put),
-                             daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.append),
-                             daemon=True),
-        ]
-        for pump in self._pumps:
-            pump.start()
-
-    @staticmethod
-    def _pump(stream: Any, sink: Callable[[Any], None]) -> None:
-        for line in stream:
-            sink(line.rstrip("\n"))
-        sink(None)
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(line for line in self._stderr if line is not None)
-
-    def line(self) -> str:
-        try:
-            line = self._lines.get(timeout=TIMEOUT)
-        except queue.Empty:
-            pytest.fail(f"{self.argv}: no output within {TIMEOUT} s\n{self.stderr}")
-        if line is None:
-            self.proc.wait(TIMEOUT)
-            pytest.fail(f"{self.argv} ended ({self.proc.returncode}):\n{self.stderr}")
-        return line
-
-    def wait_for(self, pattern: str) -> re.Match[str]:
-        """Read lines until one matches ``pattern`` (searched)."""
-        seen = []
-        while True:
-            line = self.line()
-            seen.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-            if len(seen) > 500:
-                pytest.fail(f"{pattern!r} not in {seen[-20:]}")
-
-    def port(self) -> int:
-        return int(self.wait_for(r"^listening on 127\.0\.0\.1:(\d+)$").group(1))
-
-    def exit_status(self) -> int:
-        status = self.proc.wait(TIMEOUT)
-        for pump in self._pumps:
-            pump.join(TIMEOUT)
-        return status
-
-    def __enter__(self) -> Program:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(TIMEOUT)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-# -- a raw SMTP client ---------------------------------------------------------
-
-
-class Raw:
-    """Command lines out, replies in: for LMTP's reply per recipient (smtplib
-    reads one) and for messages left half-sent on purpose."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.file = self.sock.makefile("rb")
-
-    def reply(self) -> list[str]:
-        lines = []
-        while True:
-            raw = self.file.readline()
-            if not raw:
-                lines.append("<closed>")
-                return lines
-            line = raw.decode().rstrip("\r\n")
-            lines.append(line)
-            if line[3:4] != "-":
-                return lines
-
-    def send(self, data: str | bytes) -> None:
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def command(self, line: str) -> list[str]:
-        self.send(line + "\r\n")
-        return self.reply()
-
-    def start_message(self, hello: str = "EHLO client.example", rcpts: tuple[str, ...] = (
-            "bob@example.com",)) -> None:
-        """Greeting, hello, MAIL, RCPT(s), DATA: ready for the body."""
-        assert self.reply()[0].startswith("220 ")
-        assert self.command(hello)[-1].startswith("250 ")
-        assert self.command("MAIL FROM:<alice@example.org>")[0].startswith("250 ")
-        for rcpt in rcpts:
-            self.command(f"RCPT TO:<{rcpt}>")
-        assert self.command("DATA")[0].startswith("354 ")
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    def __enter__(self) -> Raw:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def parallel(count: int, work: Callable[[int], Any]) -> list[Any]:
@@ -247,7 +109,7 @@ def body_of(number: int) -> bytes:
 
 def test_quickstart_prints_the_message_sent_by_anyio_send() -> None:
     with Program(example("sync_quickstart", "--port", "0")) as program:
-        port = program.port()
+        port = program.port(PORT_LINE)
         sender = subprocess.run(example("anyio_send", str(port)), env=child_env(), check=False,
                                 capture_output=True, text=True, timeout=TIMEOUT)
         assert sender.returncode == 0, sender.stderr
@@ -264,7 +126,7 @@ def test_quickstart_prints_the_message_sent_by_anyio_send() -> None:
 def test_quickstart_closes_gracefully_on_signals(signum: signal.Signals) -> None:
     body = b"Subject: in flight\r\n\r\nfirst half, "
     with Program(example("sync_quickstart", "--port", "0")) as program:
-        port = program.port()
+        port = program.port(PORT_LINE)
         with Raw(port) as busy, smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as idle:
             busy.start_message()
             busy.send(body)
@@ -381,7 +243,7 @@ def test_embedded_program_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path)
     ca.configure_trust(context)
     argv = example("sync_embedded", "--port", "0", "--cert", str(cert), "--key", str(key))
     with Program(argv) as program:
-        port = program.port()
+        port = program.port(PORT_LINE)
         assert starttls_common_name(port, context) == "first"
 
         message = EmailMessage()
@@ -519,7 +381,7 @@ def test_sqlite_aborted_message_adds_no_row(tmp_path: Path) -> None:
 def test_sqlite_program(tmp_path: Path) -> None:
     with Program(example("sync_sqlite", "--port", "0", "--db", "archive.db"),
                  cwd=tmp_path) as program:
-        port = program.port()
+        port = program.port(PORT_LINE)
         with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
             client.ehlo()
             client.mail("a@example.org")
@@ -590,7 +452,7 @@ def test_lmtp_program(tmp_path: Path) -> None:
     mailbox.Maildir(tmp_path / "mail" / "erin", create=True)
     argv = example("sync_lmtp", "--port", "0", "--root", "mail", "--quota", "1000000")
     with Program(argv, cwd=tmp_path) as program:
-        port = program.port()
+        port = program.port(PORT_LINE)
         with smtplib.LMTP("127.0.0.1", port, timeout=TIMEOUT) as client:  # one recipient
             client.sendmail("a@example.org", ["erin@example.org"], b"for erin\r\n")
         program.proc.send_signal(signal.SIGINT)

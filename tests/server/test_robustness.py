@@ -164,7 +164,8 @@ class ErrorLog(logging.Handler):
         """Assert that nothing was logged so far (and forget it)."""
         with self._guard:
             records, self.records = self.records, []
-        problems = [f"{r.name}: {r.getMessage()}" + (" (with traceback)" if r.exc_info else "")
+        problems = [f"{r.name}: {r.getMessage()}"
+                    + (f" ({r.exc_info[1]!r}, with traceback)" if r.exc_info else "")
                     for r in records]
         assert not problems, f"errors logged: {problems}"
 

@@ -39,6 +39,7 @@ import pytest
 from smtp_sync import DEFAULT_MAX_CONNECTIONS, MessageAbortedError, SMTPError, SMTPServer
 
 from .conftest import TLSMaterial
+from .test_robustness import ErrorLog
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -162,27 +163,11 @@ class Peer:
 # -- the server, served by serve_forever() in a thread --------------------------------------
 
 
-class ErrorRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-        self._guard = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._guard:
-            self.records.append(record)
-
-    def messages(self) -> list[str]:
-        with self._guard:
-            return [f"{r.getMessage()} {r.exc_info[1]!r}" if r.exc_info else r.getMessage()
-                    for r in self.records]
-
-
 @dataclass
 class Served:
     server: SMTPServer
     addresses: dict[str, tuple[str, int]]
-    errors: ErrorRecords = field(repr=False, default_factory=ErrorRecords)
+    errors: ErrorLog = field(repr=False, default_factory=ErrorLog)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -198,7 +183,7 @@ def serving(listeners: dict[str, dict[str, Any]] | None = None, **options: Any
 
     Every test has a client served on each listener before ``close()``: the
     accept loops have started by then (see test_with_block_exited_at_once)."""
-    errors = ErrorRecords()
+    errors = ErrorLog()
     logger = logging.getLogger(f"test_sync_server.{next(_loggers)}")
     logger.propagate = False
     logger.addHandler(errors)
@@ -220,7 +205,7 @@ def serving(listeners: dict[str, dict[str, Any]] | None = None, **options: Any
         runner.join(TIMEOUT)
         logger.removeHandler(errors)
     assert not runner.is_alive(), "serve_forever() did not return after close()"
-    assert errors.messages() == []
+    errors.check()
 
 
 def server_threads(before: set[threading.Thread]) -> list[threading.Thread]:
