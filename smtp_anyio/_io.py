@@ -67,6 +67,7 @@ class ConnectionIO(Protocol):
     local: tuple[str, int] | None
     feeds_from_task: bool
     """``feed`` is called from a reader task, which awaits ``settle`` after it."""
+
     async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
         """Deliver bytes to ``driver.feed`` (and EOF to ``feed_eof``) while
         ``session()`` runs; when it returns, end the tasks :meth:`spawn`

@@ -163,10 +163,9 @@ class AsyncioIO(asyncio.Protocol):
                 for task in children:
                     task.cancel()
                 await asyncio.wait(children)
-        if children:
-            for task in children:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise cast(BaseException, task.exception())
+        for task in children or ():
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                raise error
 
     def spawn(self, func: Callable[..., Coroutine[Any, Any, None]], *args: object) -> None:
         children = self._children

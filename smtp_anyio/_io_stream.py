@@ -2,7 +2,7 @@
 
 Used on trio (and on asyncio when implicit TLS sits behind a PROXY header,
 where handshake bytes already read must be replayed). A reader task feeds the
-driver; writes are queued and sent by whoever flushes, under a lock.
+driver; writes are queued and sent by whoever flushes, one sender at a time.
 """
 
 from __future__ import annotations

@@ -75,7 +75,6 @@ class SyncConnection:
     def __init__(self, server: SMTPServer, sock: socket.socket, *, handshake: bool) -> None:
         self.server = server
         self.sock: socket.socket = sock
-        self._plain = not handshake  # no TLS on the socket (yet)
         self.implicit_tls = handshake
         remote = normalise_address(_peer(sock)) or (None, None)
         local = normalise_address(sock.getsockname()) or (None, None)
@@ -328,7 +327,7 @@ class SyncConnection:
         data = self.conn.data_to_send()
         if data:
             try:
-                if self._plain:
+                if not isinstance(self.sock, ssl.SSLSocket):
                     send_holding_gil(self.sock, data)
                 else:
                     self.sock.sendall(data)
@@ -339,7 +338,6 @@ class SyncConnection:
         context = self.server.tls.context
         sock = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
         self.sock = sock
-        self._plain = False
         timeout = self.server.options.socket_timeout
         deadline = time.monotonic() + timeout
         # Non-blocking, waiting in poll(): a server closing can wake us, and a
