@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-PACKAGES = ["smtp_proto", "smtp_anyio", "smtp_sync"]
+PACKAGES = ["smtp_proto", "smtp_server", "smtp_anyio", "smtp_sync"]
 
 
 def step(name: str, cmd: list[str]) -> int:

@@ -13,12 +13,10 @@ from smtp_proto import (
     Session,
     TLSInfo,
 )
+from smtp_server import BlockingMessageStream, MessageAbortedError, SMTPError, TLSConfig
 
-from ._errors import MessageAbortedError, SMTPError
 from ._server import SMTPServer
 from ._stream import MessageStream
-from ._syncstream import BlockingMessageStream
-from ._tls import TLSConfig
 
 __all__ = [
     "AuthAttempt",

@@ -16,8 +16,8 @@ from pathlib import Path
 import anyio
 
 from smtp_proto import AuthAttempt, Session
+from smtp_server import SMTPError
 
-from ._errors import SMTPError
 from ._maildir import MaildirStore, check_credentials, describe, load_auth_file
 from ._server import SMTPServer
 from ._stream import MessageStream

@@ -7,18 +7,17 @@ call, with one write per read. Only coroutine handlers, TLS handshakes and
 ``on_data`` run as tasks; while one decides, reading pauses, so replies stay
 in order (RFC 2920) and buffers stay bounded.
 
-Everything here runs in the event loop; on asyncio ``feed`` is called from
-protocol callbacks, outside any task, so it must not call anyio functions
-that need to detect the running library (``anyio.Event()``, clocks).
+The class is layered: state and helpers in ``_driver_base``, messages in
+``_driver_data``, and here input, the pump, decisions, TLS and the session
+task.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -38,108 +37,25 @@ from smtp_proto import (
     ProxyHeader,
     RcptTo,
     RemoteProtocolError,
-    ServerConnection,
-    Session,
     StartTLS,
     State,
     TLSInfo,
 )
+from smtp_server import SMTPError, default_decision, failed, refuse, succeeded
 
-from ._base import new_session_id
-from ._dispatch import (
-    Outcome,
-    answer,
-    default_decision,
-    failed,
-    handler_error,
-    refuse,
-    succeeded,
-)
-from ._errors import MessageAbortedError, SMTPError
-from ._stream import MessageStream
-from ._syncstream import BlockingMessageStream
+from ._driver_base import AsyncHost, ConnectionBase
+from ._driver_data import MessageFlow
 
-if TYPE_CHECKING:
-    from ._io import ConnectionIO, Waiter
-    from ._server import SMTPServer
-
-__all__ = ["Connection"]
+__all__ = ["AsyncHost", "Connection", "ConnectionBase"]
 
 _PRE_GREETING_LIMIT = 64 * 1024
 _FINAL_FLUSH = 5.0
 
 
-class Connection:
+class Connection(MessageFlow):
     """One client: a :class:`ServerConnection` plus its handlers and timers."""
 
-    # Slots, not a __dict__: one of these per open connection.
-    __slots__ = (
-        "_busy",
-        "_data_active",
-        "_data_done",
-        "_data_idle",
-        "_data_outcome",
-        "_data_wakeup",
-        "_data_worker",
-        "_fed_before_greeting",
-        "_finished",
-        "_handover_due",
-        "_in_feed",
-        "_jobs",
-        "_paused",
-        "_proxied",
-        "_queued_stream",
-        "_stream",
-        "_wakeup",
-        "admitted",
-        "conn",
-        "implicit_tls",
-        "in_message",
-        "io",
-        "last_activity",
-        "log",
-        "server",
-        "session",
-    )
-
-    def __init__(
-        self, server: SMTPServer, io: ConnectionIO, *,
-        handshake: bool = False, tls: TLSInfo | None = None,
-    ) -> None:
-        """``handshake``: implicit TLS still to negotiate; ``tls``: already done."""
-        self.server = server
-        self.io = io
-        self.implicit_tls = handshake
-        remote = io.remote or (None, None)
-        local = io.local or (None, None)
-        self.conn = ServerConnection(
-            server.protocol_config,
-            remote_address=remote[0], remote_port=remote[1],
-            local_address=local[0], local_port=local[1],
-            session_id=new_session_id(), tls=tls,
-        )
-        self.session: Session = self.conn.session
-        self.log: logging.Logger = server.logger
-        self._paused: set[str] = set()
-        self._busy: object = None          # what blocks the pump (a decision, TLS)
-        self._stream: MessageStream | BlockingMessageStream | None = None
-        self._data_outcome: Outcome | None = None
-        self._data_done = False
-        self._data_worker = False        # the on_data task is started
-        self._queued_stream: MessageStream | BlockingMessageStream | None = None
-        self._data_wakeup: Waiter | None = None
-        self._data_active = False        # on_data is running
-        self._data_idle: anyio.Event | None = None
-        self._finished = False
-        self._jobs = 0                   # decision tasks running
-        self._in_feed = False            # inside feed(), see _hand_over()
-        self._handover_due = False       # on_data to start in settle()
-        self._wakeup: Waiter | None = None
-        self._proxied = False
-        self._fed_before_greeting = 0
-        self.last_activity = time.monotonic()
-        self.in_message = False
-        self.admitted = False  # past max_clients: the handlers (on_close too) apply
+    __slots__ = ()
 
     # -- input, from the transport ------------------------------------------
 
@@ -243,193 +159,12 @@ class Connection:
         else:
             self._answer(event, succeeded(result))
 
-    def _answer(self, event: Event, outcome: Outcome) -> None:
-        """Answer ``event`` unless the session ended while it was decided."""
-        if self.conn.pending is event:
-            answer(self.conn, event, outcome, self.log)
-
-    def _run(self, job: Awaitable[None]) -> None:
-        """Block the pump while ``job`` runs as a task (reading pauses if
-        input arrives meanwhile, see feed())."""
-        self._busy = job
-        self._jobs += 1
-        self.io.spawn(self._job_wrapper, job)
-
-    async def _job_wrapper(self, job: Awaitable[None]) -> None:
-        try:
-            await job
-            self._unblock()
-            self._pump()
-            if self.io.needs_flush():
-                await self.io.flush()
-        finally:
-            self._jobs -= 1
-
-    def _unblock(self) -> None:
-        self._busy = None
-        self.last_activity = time.monotonic()
-        self._resume("busy")
-        if self.server.closing:
-            self._wake()
-
     async def _await_decision(self, event: Event, result: Awaitable[object]) -> None:
         try:
             outcome = succeeded(await result)
         except Exception as exc:
             outcome = failed(exc)
         self._answer(event, outcome)
-
-    # -- messages ----------------------------------------------------------------
-
-    def _begin_message(self) -> None:
-        self.in_message = True
-        self._data_outcome = None
-        self._data_done = False
-        handler = self.server.handlers.data
-        if handler is None:
-            self._stream = None
-            return
-        stream: MessageStream | BlockingMessageStream
-        if self.server.handlers.data_is_async:
-            stream = MessageStream(self.io.waiter, on_drained=lambda: self._resume("stream"))
-        else:
-            # A plain function reads with blocking calls: it runs in a worker
-            # thread, and tells the loop from there when it has caught up.
-            stream = BlockingMessageStream(
-                on_drained=lambda: anyio.from_thread.run_sync(self._resume, "stream"))
-        # on_data is handed the stream with the first bytes (or the end): a
-        # handler woken at MessageStart would only go back to sleep waiting
-        # for them, which costs a task switch per message.
-        self._stream = self._queued_stream = stream
-
-    def _wake_data_worker(self) -> None:
-        if self._data_wakeup is not None:
-            self._data_wakeup.set()
-            self._data_wakeup = None
-
-    def _hand_over(self) -> None:
-        """Wake (or start) the on_data task for the queued stream."""
-        if self._in_feed and self.io.feeds_from_task:
-            self._handover_due = True  # settle() decides, right after feed()
-            return
-        if self._data_worker:
-            self._wake_data_worker()
-        else:
-            self._data_worker = True
-            self.io.spawn(self._run_on_data)
-
-    async def _run_on_data(self) -> None:
-        """The connection's on_data task: runs the handler for each message
-        in turn (waking one task costs less than starting one per message)."""
-        handler = self.server.handlers.data
-        assert handler is not None
-        while True:
-            stream = self._queued_stream
-            if stream is None:
-                if self._finished:
-                    return
-                wakeup = self._data_wakeup = self.io.waiter()
-                await wakeup.wait()
-                continue
-            self._queued_stream = None
-            await self._run_handler(handler, stream)
-
-    async def _run_handler(
-        self, handler: Callable[..., Any], stream: MessageStream | BlockingMessageStream
-    ) -> None:
-        self._data_active = True
-        try:
-            await self._on_data(handler, stream)
-        finally:
-            self._data_active = False
-            if self._data_idle is not None:
-                self._data_idle.set()
-
-    async def settle(self) -> None:
-        """Called by a reader task after :meth:`feed`: start ``on_data`` for
-        a message handed over meanwhile. A message that is complete already
-        (a short one, read in one go) has its ``on_data`` run right here, in
-        the reader's task: no other task to wake, which on trio is a good
-        part of the cost of a short message. Nothing is read meanwhile, and
-        nothing needs to be: the next command waits for this answer."""
-        if not self._handover_due:
-            return
-        self._handover_due = False
-        stream = self._queued_stream
-        if stream is None:
-            return
-        handler = self.server.handlers.data
-        if stream.ended and not self._data_active and self.server.handlers.data_is_async:
-            assert handler is not None
-            self._queued_stream = None
-            await self._run_handler(handler, stream)
-        else:
-            self._hand_over()
-
-    async def _on_data(
-        self, handler: Callable[..., Any], stream: MessageStream | BlockingMessageStream
-    ) -> None:
-        try:
-            if isinstance(stream, BlockingMessageStream):
-                result = await anyio.to_thread.run_sync(handler, stream, self.session)
-            else:
-                result = handler(stream, self.session)
-            if inspect.isawaitable(result):
-                result = await result
-            outcome: Outcome | None = succeeded(result)
-        except MessageAbortedError:
-            outcome = None
-        except Exception as exc:
-            outcome = failed(exc)
-        stream.discard()
-        self._resume("stream")
-        if stream is not self._stream:
-            return  # aborted meanwhile: nobody waits for this answer
-        self._data_outcome = outcome
-        self._data_done = True
-        waiting = self._busy
-        if isinstance(waiting, _AwaitingData):
-            # The message is complete and its decision waits for us: answer
-            # it here rather than waking another task.
-            self._answer(waiting.event, outcome or succeeded())
-            self._end_message()
-            self._unblock()
-            self._pump()
-            if self.io.needs_flush():
-                await self.io.flush()
-
-    def _complete_message(self, event: Event) -> None:
-        stream = self._stream
-        if stream is None:
-            self.conn.accept()
-            self._end_message()
-            return
-        stream.end()
-        if self._queued_stream is not None:
-            self._hand_over()
-        if self._data_done:
-            self._answer(event, self._data_outcome or succeeded())
-            self._end_message()
-            return
-        self._busy = _AwaitingData(event)
-
-    def _abort_message(self, event: MessageAborted) -> None:
-        if self._stream is not None:
-            self._stream.abort(event.reason)
-            if self._queued_stream is not None:
-                self._hand_over()  # on_data still sees the message, and its abort
-            self._stream = None
-        self._resume("stream")
-        self._end_message()
-        self.log.info("[%s] message aborted: %s", self.session.id, event.reason)
-
-    def _end_message(self) -> None:
-        """After the message's answer (or abort): a closing server may now
-        say 421 (the session task does it)."""
-        self._stream = None
-        self.in_message = False
-        if self.server.closing:
-            self._wake()
 
     # -- TLS -----------------------------------------------------------------------
 
@@ -467,7 +202,8 @@ class Connection:
     # -- the session task ------------------------------------------------------------
 
     async def run(self) -> None:
-        """The connection's task: set up, then watch for the end or idleness."""
+        """The connection's task: set up, then watch for the end or idleness.
+        The server forgets the connection when this returns."""
         server = self.server
         try:
             if self.implicit_tls and self.conn.state is not State.PROXY:
@@ -483,7 +219,6 @@ class Connection:
                     await self.io.aclose()
                     if close is not None:
                         await self._call(close, self.session)
-            server.forget(self)
 
     async def _session(self) -> bool:
         """Set up, serve, wind down; True if the connection's other tasks
@@ -571,25 +306,6 @@ class Connection:
                 return
             await self._sleep_until_woken(max(timeout - idle, 0.05))
 
-    async def _sleep_until_woken(self, timeout: float | None = None) -> None:
-        wakeup = self._wakeup = self.io.waiter()
-        await wakeup.wait(timeout)
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
-
-    async def _call(self, handler: Callable[..., Any], *args: object) -> SMTPError | None:
-        """Run a lifecycle handler; returns the SMTPError it raised, if any."""
-        try:
-            result = handler(*args)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as exc:
-            return handler_error(exc, self.log, self.session.id, handler)
-        return None
-
     def _refuse(self, error: SMTPError) -> bool:
         refuse(self.conn, error)
         return self._flush_and_stop()
@@ -600,57 +316,3 @@ class Connection:
             self.io.write(out)
         self._finish()
         return False
-
-    # -- server shutdown -----------------------------------------------------------
-
-    def shutdown(self) -> None:
-        """Server closing: the session task says 421 as soon as no message
-        or decision is in flight."""
-        self._wake()
-
-    def abort(self) -> None:
-        self._finish(abort=True)
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _pause(self, reason: str) -> None:
-        if not self._paused:
-            self.io.pause_reading()
-        self._paused.add(reason)
-
-    def _resume(self, reason: str) -> None:
-        if reason == "stream":
-            self.last_activity = time.monotonic()
-        if reason in self._paused:
-            self._paused.discard(reason)
-            if not self._paused and not self._finished:
-                self.io.resume_reading()
-
-    def _done(self) -> bool:
-        """The session is over (a method, so that type checkers do not assume
-        it unchanged across an ``await``)."""
-        return self._finished
-
-    def _finish(self, abort: bool = False) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        out = self.conn.data_to_send()
-        if out and not abort:
-            self.io.write(out)
-        if abort:
-            self.io.abort()
-        if self._stream is not None:
-            self._stream.abort("connection_lost")
-            self._stream = None
-        self._wake()
-
-
-class _AwaitingData:
-    """What blocks the pump while ``on_data`` has yet to return for a
-    complete message; the ``on_data`` task answers ``event`` itself."""
-
-    __slots__ = ("event",)
-
-    def __init__(self, event: Event) -> None:
-        self.event = event

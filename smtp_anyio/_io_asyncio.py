@@ -13,25 +13,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from smtp_proto import TLSInfo
-
-from ._tls import tls_info
+from smtp_server import normalise_address, tls_info
 
 if TYPE_CHECKING:
     from ._io import Feeder
 
-__all__ = ["AsyncioIO", "FutureWaiter", "normalise_address"]
+__all__ = ["AsyncioIO", "FutureWaiter"]
 
 _CLOSE_WAIT = 5.0
-
-
-def normalise_address(addr: object) -> tuple[str, int] | None:
-    """``(host, port)`` from a socket address; IPv4-mapped IPv6 unwrapped."""
-    if not isinstance(addr, tuple) or len(addr) < 2:
-        return None
-    host = str(addr[0])
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, int(addr[1])
 
 
 class FutureWaiter:

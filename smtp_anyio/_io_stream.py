@@ -16,10 +16,9 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from smtp_proto import TLSInfo
+from smtp_server import normalise_address, tls_info
 
 from ._io import EventWaiter
-from ._io_asyncio import normalise_address
-from ._tls import tls_info
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup

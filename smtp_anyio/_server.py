@@ -14,8 +14,8 @@ import sniffio
 from anyio.abc import ByteStream, TaskGroup
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, Session, TLSInfo
+from smtp_server import ServerBase
 
-from ._base import ServerBase
 from ._driver import Connection
 from ._io_asyncio import AsyncioIO
 from ._io_stream import StreamIO
@@ -176,7 +176,10 @@ class SMTPServer(ServerBase):
 
         async def handle(stream: ByteStream) -> None:
             connection = self._adopt(Connection(self, StreamIO(stream), handshake=implicit))
-            await connection.run()
+            try:
+                await connection.run()
+            finally:
+                self.forget(connection)
 
         async def accept_loop() -> None:
             with scope:
@@ -197,11 +200,12 @@ class SMTPServer(ServerBase):
             # to every task, which is most of what an idle connection costs.
             task = connection.io.loop.create_task(connection.run())
             self._sessions.add(task)
-            task.add_done_callback(self._session_done)
+            task.add_done_callback(lambda task: self._session_done(task, connection))
         return connection
 
-    def _session_done(self, task: asyncio.Task[None]) -> None:
+    def _session_done(self, task: asyncio.Task[None], connection: Connection) -> None:
         self._sessions.discard(task)
+        self.forget(connection)
         if not task.cancelled() and task.exception() is not None:
             self.logger.error("connection task failed", exc_info=task.exception())
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._chunks import HIGH_WATER, ChunkQueue, StreamState
+from smtp_server import HIGH_WATER, ChunkQueue, StreamState
+
 from ._io import EventWaiter, Waiter
 
 __all__ = ["HIGH_WATER", "MessageStream"]

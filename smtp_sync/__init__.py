@@ -4,10 +4,9 @@ The same options, handler names and session objects as :mod:`smtp_anyio`,
 with plain-function handlers and a file-like message stream.
 """
 
-from smtp_anyio._errors import MessageAbortedError, SMTPError
-from smtp_anyio._syncstream import BlockingMessageStream as MessageStream
-from smtp_anyio._tls import TLSConfig
 from smtp_proto import AuthAttempt, Envelope, MailFrom, RcptTo, ServerConfig, Session, TLSInfo
+from smtp_server import BlockingMessageStream as MessageStream
+from smtp_server import MessageAbortedError, SMTPError, TLSConfig
 
 from ._server import DEFAULT_MAX_CONNECTIONS, SMTPServer
 

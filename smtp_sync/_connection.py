@@ -5,7 +5,7 @@ reads the socket only when the core needs bytes. ``on_data`` runs in the same
 thread and reads the message through a stream that pulls from the socket, so
 a slow handler slows the client and memory stays bounded with no extra
 thread. The decisions themselves go through the same translation as the
-async server (``smtp_anyio._dispatch``).
+async server (``smtp_server``'s dispatch).
 """
 
 from __future__ import annotations
@@ -16,22 +16,8 @@ import socket
 import ssl
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from smtp_anyio._base import new_session_id
-from smtp_anyio._dispatch import (
-    Outcome,
-    answer,
-    default_decision,
-    failed,
-    handler_error,
-    refuse,
-    succeeded,
-)
-from smtp_anyio._errors import MessageAbortedError, SMTPError
-from smtp_anyio._io_asyncio import normalise_address
-from smtp_anyio._syncstream import BlockingMessageStream
-from smtp_anyio._tls import tls_info
 from smtp_proto import (
     NEED_DATA,
     PAUSED,
@@ -54,13 +40,26 @@ from smtp_proto import (
     StartTLS,
     State,
 )
+from smtp_server import (
+    BlockingMessageStream,
+    MessageAbortedError,
+    Outcome,
+    ServerHost,
+    SMTPError,
+    answer,
+    default_decision,
+    failed,
+    handler_error,
+    new_session_id,
+    normalise_address,
+    refuse,
+    succeeded,
+    tls_info,
+)
 
 from ._send import send_holding_gil
 
-if TYPE_CHECKING:
-    from ._server import SMTPServer
-
-__all__ = ["SyncConnection"]
+__all__ = ["SyncConnection", "SyncHost"]
 
 _READ_SIZE = 65536
 
@@ -69,10 +68,23 @@ class _Closed(Exception):
     """The peer is gone or the session ended: unwind to the connection's end."""
 
 
+class SyncHost(ServerHost, Protocol):
+    """What a connection asks of its ``smtp_sync`` server (never its module)."""
+
+    @property
+    def wakeup_fd(self) -> int:
+        """Readable once the server starts closing."""
+        ...
+
+    def reverse_lookup(self, address: str) -> str | None:
+        """The client's host name, or None (within ``reverse_lookup_timeout``)."""
+        ...
+
+
 class SyncConnection:
     """Drives one :class:`ServerConnection` over a blocking socket."""
 
-    def __init__(self, server: SMTPServer, sock: socket.socket, *, handshake: bool) -> None:
+    def __init__(self, server: SyncHost, sock: socket.socket, *, handshake: bool) -> None:
         self.server = server
         self.sock: socket.socket = sock
         self.implicit_tls = handshake
@@ -98,6 +110,8 @@ class SyncConnection:
     # -- the thread ------------------------------------------------------------
 
     def run(self) -> None:
+        """The connection's thread, to the end of ``on_close`` (the server
+        forgets the connection when this returns)."""
         try:
             _kernel_timeouts(self.sock, self.server.options.socket_timeout)
             if self._setup():
@@ -116,7 +130,6 @@ class SyncConnection:
             handler = self.server.handlers.close
             if handler is not None:
                 self._call(handler, self.session)
-            self.server.forget(self)
 
     def _setup(self) -> bool:
         conn = self.conn

@@ -18,9 +18,8 @@ import time
 from types import TracebackType
 from typing import Any
 
-from smtp_anyio._base import ServerBase
-from smtp_anyio._syncstream import BlockingMessageStream
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, ServerConnection, Session, TLSInfo
+from smtp_server import BlockingMessageStream, ServerBase
 
 from ._connection import SyncConnection
 
@@ -178,8 +177,14 @@ class SMTPServer(ServerBase):
         if refuse:
             self._refuse(sock, implicit)
             return
-        threading.Thread(target=connection.run, name=f"smtp_sync {connection.session.id}",
-                         daemon=True).start()
+        threading.Thread(target=self._run_connection, args=(connection,),
+                         name=f"smtp_sync {connection.session.id}", daemon=True).start()
+
+    def _run_connection(self, connection: SyncConnection) -> None:
+        try:
+            connection.run()
+        finally:
+            self.forget(connection)
 
     def _refuse(self, sock: socket.socket, implicit: bool) -> None:
         """421 without blocking the accept loop (no reply on an implicit-TLS

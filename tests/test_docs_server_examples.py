@@ -674,7 +674,7 @@ def test_every_option_is_documented_with_its_default() -> None:
     from dataclasses import MISSING, fields
 
     from smtp_anyio import ServerConfig, TLSConfig
-    from smtp_anyio._options import BackendOptions
+    from smtp_server import BackendOptions
 
     documented = documented_options()
     actual = {}

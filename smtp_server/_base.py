@@ -63,7 +63,9 @@ class Handlers:
         found: dict[str, Handler | None] = {}
         for name in HANDLER_NAMES:
             handler = given.get(name)
-            if handler is None and getattr(type(server), name) is not getattr(base, name):
+            # (A backend without default handler methods has neither.)
+            overridden = getattr(type(server), name, None) is not getattr(base, name, None)
+            if handler is None and overridden:
                 handler = getattr(server, name)
             found[name.removeprefix("on_")] = handler  # type: ignore[assignment]
         return cls(**found)

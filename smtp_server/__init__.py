@@ -1,0 +1,64 @@
+"""smtp_server: the backend-neutral server layer.
+
+The middle floor between the sans-IO core (:mod:`smtp_proto`) and the two
+servers (:mod:`smtp_anyio`, :mod:`smtp_sync`): everything both servers do
+the same way and that owns no socket, task or thread. Options and their
+validation, handler resolution and the translation of a handler's outcome
+into the core's decision, :class:`SMTPError`, the message-chunk queue and
+the blocking message stream, TLS configuration and context building,
+session ids and address normalisation.
+
+Applications import these names from the backend they use
+(``from smtp_anyio import SMTPError`` and ``from smtp_sync import SMTPError``
+are this very class); this package is for authors of another backend.
+It imports neither anyio nor asyncio, and neither backend.
+"""
+
+from ._address import normalise_address
+from ._base import Handlers, ServerBase, new_session_id
+from ._blocking_stream import BlockingMessageStream
+from ._chunks import HIGH_WATER, LOW_WATER, ChunkQueue, StreamState
+from ._dispatch import (
+    INTERNAL_ERROR,
+    Outcome,
+    answer,
+    default_decision,
+    failed,
+    handler_error,
+    refuse,
+    succeeded,
+)
+from ._errors import MessageAbortedError, SMTPError
+from ._host import ServerHost
+from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
+from ._tls import TLSConfig, TLSContexts, tls_info
+
+__all__ = [
+    "HANDLER_NAMES",
+    "HIGH_WATER",
+    "INTERNAL_ERROR",
+    "LOW_WATER",
+    "BackendOptions",
+    "BlockingMessageStream",
+    "ChunkQueue",
+    "Handlers",
+    "MessageAbortedError",
+    "Outcome",
+    "SMTPError",
+    "ServerBase",
+    "ServerHost",
+    "StreamState",
+    "TLSConfig",
+    "TLSContexts",
+    "answer",
+    "default_decision",
+    "effective_config",
+    "failed",
+    "handler_error",
+    "new_session_id",
+    "normalise_address",
+    "parse_options",
+    "refuse",
+    "succeeded",
+    "tls_info",
+]
