@@ -232,7 +232,7 @@ class Connection(MessageFlow):
         if self.io.needs_flush() or self._data_active:
             with anyio.move_on_after(_FINAL_FLUSH):
                 await self.io.flush()
-                if self._data_active:
+                if self._data_active and not self._cut:
                     self._data_idle = anyio.Event()
                     await self._data_idle.wait()
         if self._jobs or self._data_active:

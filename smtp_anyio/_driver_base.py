@@ -35,6 +35,7 @@ from smtp_server import (
 )
 
 from ._stream import MessageStream
+from ._threads import DaemonPool, call_in_thread
 
 if TYPE_CHECKING:
     from ._io import ConnectionIO, Waiter
@@ -53,6 +54,11 @@ class AsyncHost(ServerHost, Protocol):
         """The client's host name, or None (within ``reverse_lookup_timeout``)."""
         ...
 
+    @property
+    def worker_threads(self) -> DaemonPool:
+        """Where plain ``on_data`` handlers run."""
+        ...
+
 
 class ConnectionBase:
     """One client: a :class:`ServerConnection` plus its handlers and timers."""
@@ -60,6 +66,7 @@ class ConnectionBase:
     # Slots, not a __dict__: one of these per open connection.
     __slots__ = (
         "_busy",
+        "_cut",
         "_data_active",
         "_data_done",
         "_data_idle",
@@ -115,6 +122,7 @@ class ConnectionBase:
         self._data_wakeup: Waiter | None = None
         self._data_active = False        # on_data is running
         self._data_idle: anyio.Event | None = None
+        self._cut = False                # the server gave up on us (close_timeout)
         self._finished = False
         self._jobs = 0                   # decision tasks running
         self._in_feed = False            # inside feed(), see _hand_over()
@@ -191,7 +199,19 @@ class ConnectionBase:
         self._wake()
 
     def abort(self) -> None:
+        """The server gives up on this connection (``close_timeout`` ran
+        out): drop it, and wait for nothing of it, a running ``on_data``
+        included (a plain one runs on in its daemon thread, unobserved)."""
+        self._cut = True
         self._finish(abort=True)
+        if self._data_idle is not None:
+            self._data_idle.set()
+
+    async def _in_thread(self, func: Callable[..., object], *args: object) -> object:
+        """``func(*args)`` in one of the server's daemon threads; cancelling
+        the caller abandons the thread (see ``_threads``)."""
+        return await call_in_thread(self.server.worker_threads, self.io.schedule,
+                                    self.io.waiter(), func, *args)
 
     # -- helpers -------------------------------------------------------------------
 

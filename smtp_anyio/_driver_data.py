@@ -12,8 +12,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
 from smtp_proto import Event, MessageAborted
 from smtp_server import BlockingMessageStream, MessageAbortedError, Outcome, failed, succeeded
 
@@ -42,12 +40,18 @@ class MessageFlow(ConnectionBase):
         else:
             # A plain function reads with blocking calls: it runs in a worker
             # thread, and tells the loop from there when it has caught up.
-            stream = BlockingMessageStream(
-                on_drained=lambda: anyio.from_thread.run_sync(self._resume, "stream"))
+            stream = BlockingMessageStream(on_drained=self._drained_in_thread)
         # on_data is handed the stream with the first bytes (or the end): a
         # handler woken at MessageStart would only go back to sleep waiting
         # for them, which costs a task switch per message.
         self._stream = self._queued_stream = stream
+
+    def _drained_in_thread(self) -> None:
+        """A plain on_data caught up (called in its thread): read again."""
+        self.io.schedule(self._resume_stream)
+
+    def _resume_stream(self) -> None:
+        self._resume("stream")
 
     def _wake_data_worker(self) -> None:
         if self._data_wakeup is not None:
@@ -118,7 +122,7 @@ class MessageFlow(ConnectionBase):
     ) -> None:
         try:
             if isinstance(stream, BlockingMessageStream):
-                result = await anyio.to_thread.run_sync(handler, stream, self.session)
+                result = await self._in_thread(handler, stream, self.session)
             else:
                 result = handler(stream, self.session)
             if inspect.isawaitable(result):

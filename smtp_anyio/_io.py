@@ -67,6 +67,9 @@ class ConnectionIO(Protocol):
     local: tuple[str, int] | None
     feeds_from_task: bool
     """``feed`` is called from a reader task, which awaits ``settle`` after it."""
+    schedule: Callable[[Callable[[], None]], object]
+    """Calls a function in the event loop's thread, from any thread (set
+    once :meth:`run_tasks` runs)."""
 
     async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
         """Deliver bytes to ``driver.feed`` (and EOF to ``feed_eof``) while

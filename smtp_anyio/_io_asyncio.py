@@ -64,11 +64,13 @@ class AsyncioIO(asyncio.Protocol):
         "_held",
         "_lost",
         "_on_made",
+        "_read_paused",
         "_transport",
         "_write_paused",
         "local",
         "loop",
         "remote",
+        "schedule",
         "tls",
     )
 
@@ -79,9 +81,11 @@ class AsyncioIO(asyncio.Protocol):
     ) -> None:
         self._on_made = on_made
         self.loop = loop
+        self.schedule: Callable[[Callable[[], None]], object] = loop.call_soon_threadsafe
         self._transport: asyncio.Transport | None = None
         self._driver: Feeder | None = None
         self._write_paused = False
+        self._read_paused = False  # by the driver (see pause_reading)
         self._drain: asyncio.Future[None] | None = None
         self._lost: asyncio.Future[None] | None = None
         self._closed = False
@@ -128,10 +132,18 @@ class AsyncioIO(asyncio.Protocol):
             self._driver.feed_eof()
 
     def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its commands
+        # too, or a pipelining client that never reads makes the transport's
+        # write buffer grow without bound (each command queues a reply).
+        # Timers go on: the idle timeout still ends a client that stays so.
         self._write_paused = True
+        if not self._closed and self._transport is not None:
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if not self._read_paused and not self._closed and self._transport is not None:
+            self._transport.resume_reading()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -189,11 +201,13 @@ class AsyncioIO(asyncio.Protocol):
             await self._drain
 
     def pause_reading(self) -> None:
+        self._read_paused = True
         if not self._closed and self._transport is not None:
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self._closed and self._transport is not None:
+        self._read_paused = False
+        if not self._write_paused and not self._closed and self._transport is not None:
             self._transport.resume_reading()
         held, self._held = self._held, None
         if held and self._driver is not None:

@@ -19,6 +19,7 @@ from smtp_proto import TLSInfo
 from smtp_server import normalise_address, tls_info
 
 from ._io import EventWaiter
+from ._threads import threadsafe_scheduler
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -79,8 +80,10 @@ class StreamIO:
         self._aborted = False
         self.remote = normalise_address(stream.extra(SocketAttribute.remote_address, None))
         self.local = normalise_address(stream.extra(SocketAttribute.local_address, None))
+        self.schedule: Callable[[Callable[[], None]], object] = _no_loop_yet
 
     async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
+        self.schedule = threadsafe_scheduler()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._reader, driver)
@@ -191,3 +194,7 @@ class StreamIO:
         self._aborted = True
         self._broken = True
         self._out.clear()
+
+
+def _no_loop_yet(func: Callable[[], None]) -> object:
+    raise RuntimeError("StreamIO.schedule before run_tasks()")

@@ -17,9 +17,11 @@ from smtp_proto import AuthAttempt, MailFrom, RcptTo, Session, TLSInfo
 from smtp_server import ServerBase
 
 from ._driver import Connection
+from ._io import EventWaiter
 from ._io_asyncio import AsyncioIO
 from ._io_stream import StreamIO
 from ._stream import MessageStream
+from ._threads import DaemonPool, call_in_thread, threadsafe_scheduler
 
 __all__ = ["SMTPServer"]
 
@@ -51,6 +53,13 @@ class SMTPServer(ServerBase):
         # Session tasks of asyncio connections: plain asyncio tasks, cheaper
         # than anyio's (see _adopt); __aexit__ waits for them.
         self._sessions: set[asyncio.Task[None]] = set()
+        self._threads = DaemonPool("smtp_anyio worker")
+
+    @property
+    def worker_threads(self) -> DaemonPool:
+        """The daemon threads plain ``on_data`` handlers and blocking
+        resolvers run in (they never keep the process from exiting)."""
+        return self._threads
 
     # -- handlers: override in a subclass or pass as keyword arguments ------
 
@@ -268,8 +277,9 @@ class SMTPServer(ServerBase):
                     self.logger.exception("resolver failed for %s", address)
                     return None
                 return str(result) if result else None
-            # Lookups and plain resolvers block: a worker thread, abandoned
-            # when the timeout expires.
-            return await anyio.to_thread.run_sync(
-                self.resolve_blocking, address, abandon_on_cancel=True)
+            # Lookups and plain resolvers block: a daemon thread, abandoned
+            # when the timeout expires (and never in the way of exiting).
+            result = await call_in_thread(self._threads, threadsafe_scheduler(), EventWaiter(),
+                                          self.resolve_blocking, address)
+            return result if isinstance(result, str) else None
         return None

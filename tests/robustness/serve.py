@@ -1,0 +1,125 @@
+"""A server in a process of its own, for what a test can only see from
+outside: its memory, its descriptors, whether it exits.
+
+    python tests/robustness/serve.py BACKEND [--options JSON] [--handlers NAME]
+        [--store DIR] [--nofile N]
+
+BACKEND: asyncio, uvloop, trio or sync. Prints ``listening on HOST:PORT``
+when it accepts, ``closed`` when ``close()`` has returned; SIGTERM or SIGINT
+closes the server. Handlers (``--handlers``):
+
+``none``
+   the defaults: every message accepted and dropped.
+``hang``
+   a plain ``on_data`` that reads the message and then never returns.
+``store``
+   a plain ``on_data`` that writes each message into ``--store DIR`` (tmp
+   file, fsync, rename) before it returns, so a 250 means "on disk".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+def handlers(name: str, store: str | None) -> dict[str, Any]:
+    if name == "none":
+        return {}
+    if name == "hang":
+        forever = threading.Event()
+
+        def on_data_hang(stream: Any, session: Any) -> None:
+            stream.read()
+            print("on_data hangs", flush=True)
+            forever.wait()
+
+        return {"on_data": on_data_hang}
+    if name == "store":
+        assert store is not None
+        directory = Path(store)
+
+        def on_data_store(stream: Any, session: Any) -> str:
+            body = stream.read()
+            name = uuid.uuid4().hex
+            tmp = directory / f".{name}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, directory / name)
+            return f"stored as {name}"
+
+        return {"on_data": on_data_store}
+    raise SystemExit(f"unknown handlers {name!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("backend", choices=("asyncio", "uvloop", "trio", "sync"))
+    parser.add_argument("--options", default="{}")
+    parser.add_argument("--handlers", default="none")
+    parser.add_argument("--store")
+    parser.add_argument("--nofile", type=int, help="lower RLIMIT_NOFILE to this")
+    args = parser.parse_args()
+    options: dict[str, Any] = {"disable_reverse_lookup": True, "auth_optional": True}
+    options.update(json.loads(args.options))
+    options.update(handlers(args.handlers, args.store))
+    if args.nofile:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, hard))
+    if args.backend == "sync":
+        serve_sync(options)
+    else:
+        serve_async(args.backend, options)
+    print("closed", flush=True)
+
+
+def serve_sync(options: dict[str, Any]) -> None:
+    from smtp_sync import SMTPServer
+
+    server = SMTPServer(**options)
+    host, port = server.listen(0)
+
+    def stop(signum: int, frame: object) -> None:
+        # close() from another thread: a signal handler must not block the
+        # main thread's serve_forever() (which returns once close() is done).
+        threading.Thread(target=server.close, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"listening on {host}:{port}", flush=True)
+    server.serve_forever()
+
+
+def serve_async(backend: str, options: dict[str, Any]) -> None:
+    import anyio
+
+    from smtp_anyio import SMTPServer
+
+    async def run() -> None:
+        server = SMTPServer(**options)
+        async with server:
+            host, port = await server.listen(0)
+            print(f"listening on {host}:{port}", flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            await server.close()
+
+    if backend == "uvloop":
+        anyio.run(run, backend="asyncio", backend_options={"use_uvloop": True})
+    else:
+        anyio.run(run, backend=backend)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

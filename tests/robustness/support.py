@@ -1,0 +1,51 @@
+"""A server process to attack from outside (``serve.py``) and what the
+tests read of it: its port, its memory, whether and when it exits."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.example_programs import Program
+from tests.server.harness import available_backends
+
+HERE = Path(__file__).resolve().parent
+BACKENDS = available_backends()
+ASYNC_BACKENDS = [b for b in BACKENDS if b != "sync"]
+
+
+class ServerProcess(Program):
+    """``serve.py BACKEND`` running; ``port`` once it listens."""
+
+    def __init__(self, backend: str, *, options: dict[str, Any] | None = None,
+                 handlers: str = "none", store: Path | None = None,
+                 nofile: int | None = None) -> None:
+        argv = [sys.executable, str(HERE / "serve.py"), backend,
+                "--options", json.dumps(options or {}), "--handlers", handlers]
+        if store is not None:
+            argv += ["--store", str(store)]
+        if nofile is not None:
+            argv += ["--nofile", str(nofile)]
+        super().__init__(argv)
+        self.backend = backend
+        self.port = self.port_number()
+
+    def port_number(self) -> int:
+        return int(self.wait_for(r"^listening on 127\.0\.0\.1:(\d+)$").group(1))
+
+    def rss(self) -> int:
+        """Resident memory in bytes (``VmRSS``)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def open_descriptors(self) -> int:
+        return len(list(Path(f"/proc/{self.proc.pid}/fd").iterdir()))
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
