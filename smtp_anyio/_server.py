@@ -11,15 +11,16 @@ from typing import Any
 
 import anyio
 import sniffio
-from anyio.abc import ByteStream, TaskGroup
+from anyio.abc import Listener, SocketListener, SocketStream, TaskGroup
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, Session, TLSInfo
-from smtp_server import ServerBase
+from smtp_server import AcceptBackoff, ServerBase
 
 from ._driver import Connection
 from ._io import EventWaiter
 from ._io_asyncio import AsyncioIO
 from ._io_stream import StreamIO
+from ._listeners import BACKLOG, AsyncioAcceptor, accept_streams, bind_sockets, is_uvloop
 from ._stream import MessageStream
 from ._threads import DaemonPool, call_in_thread, threadsafe_scheduler
 
@@ -166,39 +167,57 @@ class SMTPServer(ServerBase):
         def made(io: AsyncioIO) -> Connection:
             return self._adopt(Connection(self, io, tls=io.tls))
 
+        def factory() -> AsyncioIO:
+            return AsyncioIO(made, loop)
+
         # Implicit TLS: the loop does the handshake with the stable front
         # context, which follows update_secure_context() (see TLSContexts).
-        server = await loop.create_server(
-            lambda: AsyncioIO(made, loop), host, port, reuse_address=True, backlog=1024,
-            ssl=self.tls.context if implicit else None,
-            ssl_handshake_timeout=self.options.socket_timeout if implicit else None,
-        )
-        self._listeners.append(server.close)
-        sockname = server.sockets[0].getsockname()
+        context = self.tls.context if implicit else None
+        timeout = self.options.socket_timeout
+        if is_uvloop(loop):
+            server = await loop.create_server(
+                factory, host, port, reuse_address=True, backlog=BACKLOG, ssl=context,
+                ssl_handshake_timeout=timeout if implicit else None,
+            )
+            self._listeners.append(server.close)
+            sockname = server.sockets[0].getsockname()
+            return str(sockname[0]), int(sockname[1])
+        sockets = await bind_sockets(host, port)
+        for sock in sockets:
+            name = "{}:{}".format(*sock.getsockname()[:2])
+            acceptor = AsyncioAcceptor(loop, sock, factory, context=context,
+                                       handshake_timeout=timeout,
+                                       backoff=AcceptBackoff(self.logger, name))
+            self._listeners.append(acceptor.close)
+        sockname = sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
     async def _listen_stream(self, host: str, port: int, implicit: bool) -> Address:
         listener = await anyio.create_tcp_listener(
-            local_host=host, local_port=port, reuse_port=False, backlog=1024
+            local_host=host, local_port=port, reuse_port=False, backlog=BACKLOG
         )
         scope = anyio.CancelScope()
 
-        async def handle(stream: ByteStream) -> None:
+        async def handle(stream: SocketStream) -> None:
             connection = self._adopt(Connection(self, StreamIO(stream), handshake=implicit))
             try:
                 await connection.run()
             finally:
                 self.forget(connection)
 
-        async def accept_loop() -> None:
-            with scope:
-                async with listener:
-                    await listener.serve(handle, task_group=self._tg)
-
-        assert self._tg is not None
-        self._tg.start_soon(accept_loop)
-        self._listeners.append(scope.cancel)
         sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
+        backoff = AcceptBackoff(self.logger, f"{sockname[0]}:{sockname[1]}")
+        tg = self._tg
+        assert tg is not None
+
+        async def accept_loop(one: Listener[SocketStream]) -> None:
+            assert isinstance(one, SocketListener)
+            with scope:
+                await accept_streams(one, tg, handle, backoff)
+
+        for one in listener.listeners:  # one per address family of the host
+            tg.start_soon(accept_loop, one)
+        self._listeners.append(scope.cancel)
         return str(sockname[0]), int(sockname[1])
 
     def _adopt(self, connection: Connection) -> Connection:

@@ -14,6 +14,7 @@ are this very class); this package is for authors of another backend.
 It imports neither anyio nor asyncio, and neither backend.
 """
 
+from ._accept import RESOURCE_ERRNOS, AcceptBackoff
 from ._address import normalise_address
 from ._base import Handlers, ServerBase, new_session_id
 from ._blocking_stream import BlockingMessageStream
@@ -38,6 +39,8 @@ __all__ = [
     "HIGH_WATER",
     "INTERNAL_ERROR",
     "LOW_WATER",
+    "RESOURCE_ERRNOS",
+    "AcceptBackoff",
     "BackendOptions",
     "BlockingMessageStream",
     "ChunkQueue",

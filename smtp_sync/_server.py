@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, ServerConnection, Session, TLSInfo
-from smtp_server import BlockingMessageStream, ServerBase
+from smtp_server import AcceptBackoff, BlockingMessageStream, ServerBase
 
 from ._connection import SyncConnection
 
@@ -153,14 +153,24 @@ class SMTPServer(ServerBase):
         poller = select.poll()
         poller.register(listener.fileno(), select.POLLIN)
         poller.register(self._wake_r.fileno(), select.POLLIN)
+        pause = select.poll()  # while backing off: only close() wakes us
+        pause.register(self._wake_r.fileno(), select.POLLIN)
+        name = "{}:{}".format(*listener.getsockname()[:2])
+        backoff = AcceptBackoff(self.logger, name)
         while not self.closing:
             ready = {fd for fd, _ in poller.poll()}
             if self._wake_r.fileno() in ready or self.closing:
                 return
             try:
                 sock, _ = listener.accept()
-            except OSError:
+            except OSError as exc:
+                # Out of descriptors the listener stays readable: retrying at
+                # once would spin. (See smtp_server.AcceptBackoff.)
+                delay = backoff.failed(exc)
+                if delay and pause.poll(delay * 1000):
+                    return
                 continue
+            backoff.succeeded()
             self._admit(sock, implicit)
 
     def _admit(self, sock: socket.socket, implicit: bool) -> None:
