@@ -40,8 +40,19 @@ from smtp_proto import (
     StartTLS,
     State,
     TLSInfo,
+    XClient,
 )
-from smtp_server import SMTPError, default_decision, failed, refuse, succeeded
+from smtp_server import (
+    AUTH_BLOCKED,
+    TOO_MANY_CONNECTIONS,
+    Outcome,
+    SMTPError,
+    default_decision,
+    failed,
+    failed_auth,
+    refuse,
+    succeeded,
+)
 
 from ._driver_base import AsyncHost, ConnectionBase
 from ._driver_data import MessageFlow
@@ -62,7 +73,8 @@ class Connection(MessageFlow):
     def feed(self, data: bytes) -> None:
         if self._finished:
             return
-        self.last_activity = time.monotonic()
+        self.last_activity = now = time.monotonic()
+        self._deadline.fed(now, len(data))
         conn = self.conn
         if conn.state is State.GREETING:
             self._fed_before_greeting += len(data)
@@ -137,33 +149,68 @@ class Connection(MessageFlow):
                 if self.implicit_tls:
                     self._pause("tls")  # what follows is the TLS handshake
                 self._wake()
+            elif isinstance(event, XClient):
+                self._client_moved()
             elif isinstance(event, ConnectionClosed):
                 self._finish()
                 break
+        self._deadline.settled(conn.receiving)
         out = conn.data_to_send()
         if out:
             self.io.write(out)
+
+    def _client_moved(self) -> None:
+        """XCLIENT named another client: count this connection for it."""
+        if not self._slot.take(self.session.remote_address):
+            self.log.info("[%s] too many connections from %s (XCLIENT)", self.session.id,
+                          self.session.remote_address)
+            self.conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
 
     def _decide(self, event: Event, handler: Callable[..., Any] | None) -> None:
         conn = self.conn
         if handler is None:
             default_decision(conn, event)
             return
+        if isinstance(event, AuthAttempt) and self._slot.auth_blocked(time.monotonic()):
+            self.log.info("[%s] AUTH refused: too many failures from %s", self.session.id,
+                          self.session.remote_address)
+            conn.reject(*AUTH_BLOCKED)
+            return
         try:
             result = handler(event, self.session)
         except Exception as exc:
-            self._answer(event, failed(exc))
-            return
-        if inspect.isawaitable(result):
-            self._run(self._await_decision(event, result))
+            outcome = failed(exc)
         else:
-            self._answer(event, succeeded(result))
+            if inspect.isawaitable(result):
+                self._run(self._await_decision(event, result))
+                return
+            outcome = succeeded(result)
+        delay = self._auth_pause(event, outcome)
+        if delay:
+            self._run(self._answer_after(event, outcome, delay))
+        else:
+            self._answer(event, outcome)
+
+    def _auth_pause(self, event: Event, outcome: Outcome) -> float:
+        """Seconds to hold the reply to a failed AUTH (0 for anything else)."""
+        if not failed_auth(event, outcome):
+            return 0.0
+        self._auth_failures += 1
+        return self._slot.failed_auth(time.monotonic(), self.server.options.auth_failure_delay,
+                                      self._auth_failures)
+
+    async def _answer_after(self, event: Event, outcome: Outcome, delay: float) -> None:
+        await anyio.sleep(delay)
+        self._answer(event, outcome)
 
     async def _await_decision(self, event: Event, result: Awaitable[object]) -> None:
         try:
             outcome = succeeded(await result)
         except Exception as exc:
             outcome = failed(exc)
+        delay = self._auth_pause(event, outcome)
+        if delay:
+            await anyio.sleep(delay)
         self._answer(event, outcome)
 
     # -- TLS -----------------------------------------------------------------------
@@ -211,6 +258,7 @@ class Connection(MessageFlow):
             await self.io.run_tasks(self, self._session)
         finally:
             self._finished = True
+            self._slot.release()
             if self._stream is not None:
                 self._stream.abort("connection_lost")
             close = server.handlers.close if self.admitted else None
@@ -262,6 +310,13 @@ class Connection(MessageFlow):
             await self._handshake(self.conn.take_buffered_data())
             if self._done():
                 return False
+        if not self._slot.take(self.session.remote_address):
+            # (After PROXY and TLS: the real client, and a reply it can read.)
+            self.log.info("[%s] too many connections from %s", self.session.id,
+                          self.session.remote_address)
+            self.admitted = False  # refused before on_connect: no on_close either
+            conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
+            return self._flush_and_stop()
         if not server.options.disable_reverse_lookup and self.session.remote_address:
             name = await server.reverse_lookup(self.session.remote_address)
             if name:
@@ -295,16 +350,25 @@ class Connection(MessageFlow):
                 self._pump()
                 self._flush_and_stop()
                 return
-            idle = time.monotonic() - self.last_activity
+            now = time.monotonic()
+            idle = now - self.last_activity
+            wait = timeout - idle
             # Not idle: a handler is deciding, or on_data is behind and we
             # stopped reading (the client waits for us, not we for it).
-            if idle >= timeout and self._busy is None and "stream" not in self._paused:
-                self.log.info("[%s] idle timeout", self.session.id)
-                self.conn.idle_timeout()
-                self._pump()
-                self._flush_and_stop()
-                return
-            await self._sleep_until_woken(max(timeout - idle, 0.05))
+            if self._busy is None and "stream" not in self._paused:
+                expires = self._deadline.expires()
+                if idle >= timeout or (expires is not None and now >= expires):
+                    self.log.info("[%s] %s timeout", self.session.id,
+                                  "idle" if idle >= timeout else "command")
+                    self.conn.idle_timeout()
+                    self._pump()
+                    self._flush_and_stop()
+                    return
+                # A command that starts while we sleep ends no earlier than
+                # command_timeout from now: waking then is soon enough.
+                limit = self._deadline.timeout
+                wait = min(wait, expires - now if expires is not None else limit or wait)
+            await self._sleep_until_woken(max(wait, 0.05))
 
     def _refuse(self, error: SMTPError) -> bool:
         refuse(self.conn, error)

@@ -26,6 +26,8 @@ import anyio
 from smtp_proto import Event, ServerConnection, Session, TLSInfo
 from smtp_server import (
     BlockingMessageStream,
+    ClientSlot,
+    CommandDeadline,
     Outcome,
     ServerHost,
     SMTPError,
@@ -65,6 +67,7 @@ class ConnectionBase:
 
     # Slots, not a __dict__: one of these per open connection.
     __slots__ = (
+        "_auth_failures",
         "_busy",
         "_cut",
         "_data_active",
@@ -73,6 +76,7 @@ class ConnectionBase:
         "_data_outcome",
         "_data_wakeup",
         "_data_worker",
+        "_deadline",
         "_fed_before_greeting",
         "_finished",
         "_handover_due",
@@ -81,6 +85,7 @@ class ConnectionBase:
         "_paused",
         "_proxied",
         "_queued_stream",
+        "_slot",
         "_stream",
         "_wakeup",
         "admitted",
@@ -123,6 +128,10 @@ class ConnectionBase:
         self._data_active = False        # on_data is running
         self._data_idle: anyio.Event | None = None
         self._cut = False                # the server gave up on us (close_timeout)
+        options = server.options
+        self._deadline = CommandDeadline(options.command_timeout, options.min_data_rate)
+        self._slot = ClientSlot(server.client_limits)  # this client's connection count
+        self._auth_failures = 0
         self._finished = False
         self._jobs = 0                   # decision tasks running
         self._in_feed = False            # inside feed(), see _hand_over()
@@ -160,7 +169,8 @@ class ConnectionBase:
 
     def _unblock(self) -> None:
         self._busy = None
-        self.last_activity = time.monotonic()
+        self.last_activity = now = time.monotonic()
+        self._deadline.restart(now)  # the handler's time is not the client's
         self._resume("busy")
         if self.server.closing:
             self._wake()
@@ -222,7 +232,8 @@ class ConnectionBase:
 
     def _resume(self, reason: str) -> None:
         if reason == "stream":
-            self.last_activity = time.monotonic()
+            self.last_activity = now = time.monotonic()
+            self._deadline.restart(now)  # on_data's slowness is not the client's
         if reason in self._paused:
             self._paused.discard(reason)
             if not self._paused and not self._finished:

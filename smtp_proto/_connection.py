@@ -134,6 +134,20 @@ class ServerConnection(_Decisions):
         """No more input will be processed; flush and close the socket."""
         return self._state in (State.CLOSED, State.ERROR)
 
+    @property
+    def receiving(self) -> bool:
+        """The peer is part-way through sending something: a command line,
+        SASL response or PROXY header of which some bytes are buffered (or
+        an overlong line being skipped), or a message body (DATA, or a BDAT
+        chunk). What a backend's per-command deadline times; the core keeps
+        no clock."""
+        state = self._state
+        if state is State.DATA or state is State.BDAT:
+            return True
+        if state is State.COMMAND or state is State.SASL or state is State.PROXY:
+            return bool(self._buf) or self._skipping
+        return False
+
     # -- bytes in and out ------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:

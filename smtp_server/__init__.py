@@ -25,25 +25,32 @@ from ._dispatch import (
     answer,
     default_decision,
     failed,
+    failed_auth,
     handler_error,
     refuse,
     succeeded,
 )
 from ._errors import MessageAbortedError, SMTPError
 from ._host import ServerHost
+from ._limits import AUTH_BLOCKED, TOO_MANY_CONNECTIONS, ClientLimits, ClientSlot, CommandDeadline
 from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
 from ._tls import TLSConfig, TLSContexts, tls_info
 
 __all__ = [
+    "AUTH_BLOCKED",
     "HANDLER_NAMES",
     "HIGH_WATER",
     "INTERNAL_ERROR",
     "LOW_WATER",
     "RESOURCE_ERRNOS",
+    "TOO_MANY_CONNECTIONS",
     "AcceptBackoff",
     "BackendOptions",
     "BlockingMessageStream",
     "ChunkQueue",
+    "ClientLimits",
+    "ClientSlot",
+    "CommandDeadline",
     "Handlers",
     "MessageAbortedError",
     "Outcome",
@@ -57,6 +64,7 @@ __all__ = [
     "default_decision",
     "effective_config",
     "failed",
+    "failed_auth",
     "handler_error",
     "new_session_id",
     "normalise_address",

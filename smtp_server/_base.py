@@ -18,6 +18,7 @@ from typing import Any
 
 from smtp_proto import ServerConfig
 
+from ._limits import ClientLimits
 from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
 from ._tls import TLSContexts
 
@@ -82,6 +83,12 @@ class ServerBase:
         self.protocol_config: ServerConfig = effective_config(config, self.tls.available)
         self.logger = backend.logger or logging.getLogger(logger_name)
         self.handlers = Handlers.resolve(self, base, handlers)
+        self.client_limits = ClientLimits(
+            max_connections=backend.max_connections_per_client,
+            max_auth_failures=backend.max_auth_failures_per_client,
+            auth_failure_window=backend.auth_failure_window,
+            exceptions=backend.client_limit_exceptions,
+        )
         self.closing = False
         self.addresses: list[tuple[str, int]] = []
         delay = backend.early_talker_delay

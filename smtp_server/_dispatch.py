@@ -26,7 +26,8 @@ from smtp_proto import (
 from ._errors import SMTPError
 
 __all__ = [
-    "INTERNAL_ERROR", "Outcome", "answer", "default_decision", "failed", "handler_error",
+    "INTERNAL_ERROR", "Outcome", "answer", "default_decision", "failed", "failed_auth",
+    "handler_error",
     "refuse", "succeeded",
 ]
 
@@ -128,6 +129,13 @@ def _answer_message(conn: ServerConnection, outcome: Outcome, log: logging.Logge
         conn.answer_recipients(replies)
         return
     conn.accept(value if isinstance(value, str) else None)
+
+
+def failed_auth(event: Event, outcome: Outcome) -> bool:
+    """The handler refused a login (not an XCLIENT LOGIN, which a trusted
+    proxy asserts): what the per-client AUTH limits count."""
+    return isinstance(event, AuthAttempt) and event.mechanism != "XCLIENT" and (
+        outcome.error is not None or not outcome.value)
 
 
 def default_decision(conn: ServerConnection, event: Event) -> None:

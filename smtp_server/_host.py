@@ -16,6 +16,7 @@ from typing import Protocol
 from smtp_proto import ServerConfig
 
 from ._base import Handlers
+from ._limits import ClientLimits
 from ._options import BackendOptions
 from ._tls import TLSContexts
 
@@ -30,6 +31,7 @@ class ServerHost(Protocol):
     tls: TLSContexts
     logger: logging.Logger
     early_talker_delay: float
+    client_limits: ClientLimits
     closing: bool
     """The server is shutting down: sessions say 421 between transactions."""
 

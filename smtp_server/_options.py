@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 from smtp_proto import ServerConfig
@@ -40,13 +41,47 @@ class BackendOptions:
     """Seconds to wait for an early talker before greeting; by default 0.1
     when ``reject_early_talkers`` is set, else 0."""
     logger: logging.Logger | None = None
+    max_connections_per_client: int | None = 50
+    """Open connections one client address may have (after PROXY/XCLIENT);
+    more are answered 421 4.7.0. Postfix's anvil default."""
+    client_limit_exceptions: Sequence[str] = ("127.0.0.0/8", "::1/128")
+    """Networks to which the per-client limits and the AUTH failure delay
+    do not apply (Postfix exempts ``$mynetworks``, loopback included)."""
+    command_timeout: float | None = 60.0
+    """Seconds a whole command line may take to arrive, from its first byte
+    (``socket_timeout`` only bounds the gaps); a message body gets this
+    plus one second per ``min_data_rate`` bytes. None: no such deadline."""
+    min_data_rate: float = 1024.0
+    """Bytes per second a message body earns as extra time (see above)."""
+    auth_failure_delay: float = 1.0
+    """Seconds before the reply to a failed AUTH, doubling with each failure
+    of the session (at most 10 s); other sessions are not held up."""
+    max_auth_failures_per_client: int | None = 30
+    """Failed AUTHs one client address may make in ``auth_failure_window``
+    seconds, across connections; after that its AUTH gets 421 4.7.0."""
+    auth_failure_window: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("socket_timeout", "close_timeout", "reverse_lookup_timeout"):
+        for name in ("socket_timeout", "close_timeout", "reverse_lookup_timeout",
+                     "min_data_rate", "auth_failure_window"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.max_clients is not None and self.max_clients < 1:
-            raise ValueError("max_clients must be at least 1")
+        if self.command_timeout is not None and self.command_timeout <= 0:
+            raise ValueError("command_timeout must be positive (or None)")
+        if self.auth_failure_delay < 0:
+            raise ValueError("auth_failure_delay must not be negative")
+        for name in ("max_clients", "max_connections_per_client",
+                     "max_auth_failures_per_client"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None)")
+        if isinstance(self.client_limit_exceptions, str):
+            raise TypeError("client_limit_exceptions is a list of networks, not one string")
+        for network in self.client_limit_exceptions:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"client_limit_exceptions: {exc}") from None
 
 
 _BACKEND = {f.name for f in fields(BackendOptions)}

@@ -39,9 +39,14 @@ from smtp_proto import (
     Session,
     StartTLS,
     State,
+    XClient,
 )
 from smtp_server import (
+    AUTH_BLOCKED,
+    TOO_MANY_CONNECTIONS,
     BlockingMessageStream,
+    ClientSlot,
+    CommandDeadline,
     MessageAbortedError,
     Outcome,
     ServerHost,
@@ -49,6 +54,7 @@ from smtp_server import (
     answer,
     default_decision,
     failed,
+    failed_auth,
     handler_error,
     new_session_id,
     normalise_address,
@@ -106,6 +112,13 @@ class SyncConnection:
         self._poll = select.poll()
         self._poll.register(server.wakeup_fd, select.POLLIN)
         self._watching_wakeup = True
+        options = server.options
+        self._deadline = CommandDeadline(options.command_timeout, options.min_data_rate)
+        self._slot = ClientSlot(server.client_limits)
+        self._auth_failures = 0
+        self._short_timeout = False  # SO_RCVTIMEO lowered for a command's deadline
+        self._handed: float | None = None  # when _pull last handed on_data a chunk
+        self._refused_client = False
 
     # -- the thread ------------------------------------------------------------
 
@@ -127,8 +140,9 @@ class SyncConnection:
         finally:
             self._abort_stream("connection_lost")
             self._close_socket()
+            self._slot.release()
             handler = self.server.handlers.close
-            if handler is not None:
+            if handler is not None and not self._refused_client:
                 self._call(handler, self.session)
 
     def _setup(self) -> bool:
@@ -138,6 +152,14 @@ class SyncConnection:
             self._read_proxy_header()
         if self.implicit_tls:
             self._start_tls()
+        if not self._slot.take(self.session.remote_address):
+            # (After PROXY and TLS: the real client, and a reply it can read.)
+            self.log.info("[%s] too many connections from %s", self.session.id,
+                          self.session.remote_address)
+            self._refused_client = True  # refused before on_connect: no on_close either
+            conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
+            self._flush()
+            return False
         if not server.options.disable_reverse_lookup and self.session.remote_address:
             name = server.reverse_lookup(self.session.remote_address)
             if name:
@@ -183,6 +205,11 @@ class SyncConnection:
                 if handlers.secure is not None and self.session.tls is not None and not \
                         self._allowed(handlers.secure, self.session.tls, self.session):
                     return
+            elif isinstance(event, XClient):
+                if not self._slot.take(self.session.remote_address):
+                    self.log.info("[%s] too many connections from %s (XCLIENT)",
+                                  self.session.id, self.session.remote_address)
+                    conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
             elif isinstance(event, ConnectionClosed):
                 self._flush()
                 return
@@ -193,7 +220,20 @@ class SyncConnection:
         if handler is None:
             default_decision(self.conn, event)
             return
-        answer(self.conn, event, self._outcome(handler, event, self.session), self.log)
+        if isinstance(event, AuthAttempt) and self._slot.auth_blocked(time.monotonic()):
+            self.log.info("[%s] AUTH refused: too many failures from %s", self.session.id,
+                          self.session.remote_address)
+            self.conn.reject(*AUTH_BLOCKED)
+            return
+        outcome = self._outcome(handler, event, self.session)
+        if failed_auth(event, outcome):
+            self._auth_failures += 1
+            delay = self._slot.failed_auth(
+                time.monotonic(), self.server.options.auth_failure_delay, self._auth_failures)
+            if delay:
+                time.sleep(delay)  # this client's thread only
+        answer(self.conn, event, outcome, self.log)
+        self._deadline.restart(time.monotonic())  # the handler's time is not the client's
 
     @staticmethod
     def _outcome(handler: Any, *args: object) -> Outcome:
@@ -208,6 +248,7 @@ class SyncConnection:
         """From MessageStart to the answer: ``on_data`` reads while we pull."""
         self.in_message = True
         self._message_end = None
+        self._handed = None
         handler = self.server.handlers.data
         outcome: Outcome | None = succeeded()
         if handler is not None:
@@ -223,6 +264,7 @@ class SyncConnection:
         while (end := self._ended()) is None:
             self._pull()  # read the rest of a message the handler left
         self.in_message = False
+        self._handed = None
         if isinstance(end, MessageComplete):
             answer(self.conn, end, outcome or succeeded(), self.log)
         elif isinstance(end, MessageAborted):
@@ -235,6 +277,15 @@ class SyncConnection:
 
     def _pull(self) -> None:
         """Advance the core until a chunk, or the end of the message, arrives."""
+        handed = self._handed
+        if handed is not None:  # on_data's time since the last chunk is not the client's
+            self._deadline.credit(time.monotonic() - handed)
+        try:
+            self._pull_chunk()
+        finally:
+            self._handed = time.monotonic()
+
+    def _pull_chunk(self) -> None:
         conn = self.conn
         while True:
             self._flush()  # e.g. "250 octets received" between BDAT chunks
@@ -287,6 +338,13 @@ class SyncConnection:
         conn = self.conn
         server = self.server
         self._flush()  # the replies the core queued on its own, before blocking
+        deadline = self._deadline
+        deadline.settled(conn.receiving)
+        expires = deadline.expires()
+        if expires is not None and not self._before_deadline(expires):
+            self.log.info("[%s] command timeout", self.session.id)
+            conn.idle_timeout()
+            return
         idle = not self.in_message
         if idle:
             self._idle = True
@@ -301,13 +359,37 @@ class SyncConnection:
         except (ConnectionError, ssl.SSLError):
             data = b""
         self._idle = False
+        if self._short_timeout:
+            self._recv_timeout(server.options.socket_timeout)
+            self._short_timeout = False
         if idle and server.closing and (data is None or (not data and self._woken)):
             conn.shutdown()
         elif data is None:
-            self.log.info("[%s] idle timeout", self.session.id)
+            expired = expires is not None and time.monotonic() >= expires
+            self.log.info("[%s] %s timeout", self.session.id, "command" if expired else "idle")
             conn.idle_timeout()
         else:
+            if data:
+                deadline.fed(time.monotonic(), len(data))
             conn.receive_data(data)
+
+    def _before_deadline(self, expires: float) -> bool:
+        """False if the command under way is out of time; else, when its
+        deadline comes before the idle timeout, the next recv() waits only
+        until then (the only case that costs a system call more)."""
+        remaining = expires - time.monotonic()
+        if remaining <= 0:
+            return False
+        if remaining < self.server.options.socket_timeout:
+            self._recv_timeout(remaining)
+            self._short_timeout = True
+        return True
+
+    def _recv_timeout(self, seconds: float) -> None:
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.settimeout(seconds)
+        else:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
 
     def _recv_some(self) -> bytes:
         try:
@@ -457,12 +539,16 @@ def _kernel_timeouts(sock: socket.socket, timeout: float) -> None:
     calls, and twice the GIL hand-overs, which cost the most once many
     threads are busy. (A TLS socket gets ``settimeout()``, see _start_tls:
     the ssl module retries a blocking read on EAGAIN.)"""
-    seconds = min(timeout, 2**31 - 1)
-    whole = int(seconds)
-    value = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    value = _timeval(timeout)
     sock.settimeout(None)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+def _timeval(seconds: float) -> bytes:
+    seconds = min(max(seconds, 0.001), 2**31 - 1)  # 0 would mean "no timeout"
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
 
 
 def _peer(sock: socket.socket) -> object:
