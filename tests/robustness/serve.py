@@ -12,6 +12,8 @@ closes the server. Handlers (``--handlers``):
    the defaults: every message accepted and dropped.
 ``hang``
    a plain ``on_data`` that reads the message and then never returns.
+``refuse-auth``
+   an ``on_auth`` that refuses every password.
 ``store``
    a plain ``on_data`` that writes each message into ``--store DIR`` (tmp
    file, fsync, rename) before it returns, so a 250 means "on disk".
@@ -34,6 +36,11 @@ from typing import Any
 def handlers(name: str, store: str | None) -> dict[str, Any]:
     if name == "none":
         return {}
+    if name == "refuse-auth":
+        def on_auth(auth: Any, session: Any) -> None:
+            return None  # every password is wrong
+
+        return {"on_auth": on_auth}
     if name == "hang":
         forever = threading.Event()
 
