@@ -12,24 +12,37 @@ Only the documented errors are caught: ``RemoteProtocolError`` from
 the API on purpose (``_misuse``). Everything else propagates; broken
 invariants raise :class:`InvariantError`.
 
+Here: the :class:`Driver` (script, events, per-event invariants),
+:func:`one_input` and the command line; it re-exports what other code uses
+from ``fuzz_input.py`` (provider, input format), ``fuzz_actions.py``,
+``fuzz_decisions.py`` and ``fuzz_replies.py`` (framing, replay).
+
 Replay one file, printing the conversation::
 
-    python fuzz/harness.py --trace fuzz/corpus/ehlo_data
+    python fuzz/harness.py --trace fuzz/corpus/auth_login
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import re
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+
+from fuzz_decisions import Decisions
+from fuzz_input import (
+    CONFIG_FIELDS,
+    MARKERS,
+    TEXTS,
+    Provider,
+    PurePythonFDP,
+    Setup,
+    encode_input,
+    parse_script,
+    read_setup,
+)
+from fuzz_replies import Answer, InvariantError, split_replay
 
 from smtp_proto import (
-    AUTH_MECHANISMS,
     DECISION_EVENTS,
     NEED_DATA,
     PAUSED,
@@ -46,369 +59,27 @@ from smtp_proto import (
     ProxyHeader,
     RcptTo,
     RemoteProtocolError,
-    Reply,
-    ServerConfig,
-    ServerConnection,
     StartTLS,
     State,
-    TLSInfo,
     XClient,
     XForward,
 )
 
 __all__ = [
-    "CONFIG_FIELDS",
-    "MARKERS",
-    "InvariantError",
-    "Provider",
-    "PurePythonFDP",
-    "encode_input",
-    "one_input",
+    "CONFIG_FIELDS", "MARKERS", "TEXTS", "Answer", "Driver", "InvariantError", "Provider",
+    "PurePythonFDP", "Setup", "encode_input", "main", "one_input", "parse_script", "read_setup",
 ]
 
-
-class InvariantError(AssertionError):
-    """An invariant of smtp_proto does not hold: a bug in the core."""
-
-
-# -- the data provider -----------------------------------------------------------
-
-
-class Provider(Protocol):
-    """The subset of ``atheris.FuzzedDataProvider`` the harness uses."""
-
-    def ConsumeIntInRange(self, lo: int, hi: int, /) -> int: ...
-    def ConsumeBytes(self, count: int, /) -> bytes: ...
-    def remaining_bytes(self) -> int: ...
-
-
-class PurePythonFDP:
-    """Byte-exact stand-in for ``atheris.FuzzedDataProvider`` (the methods
-    of :class:`Provider` only).
-
-    As in atheris (and LLVM's C++ provider), ``ConsumeBytes`` takes bytes
-    from the front, ``ConsumeIntInRange`` from the back: big-endian from the
-    last byte, as many bytes as the range has bit-octets, modulo the range.
-    An exhausted provider returns ``b""`` and ``lo``.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data = bytes(data)
-        self._start = 0
-        self._end = len(self._data)
-
-    def remaining_bytes(self) -> int:
-        return self._end - self._start
-
-    def ConsumeBytes(self, count: int) -> bytes:
-        n = max(0, min(count, self._end - self._start))
-        out = self._data[self._start : self._start + n]
-        self._start += n
-        return out
-
-    def ConsumeIntInRange(self, lo: int, hi: int) -> int:
-        delta = hi - lo
-        if delta < 0 or delta >= 1 << 56:
-            raise ValueError("range not supported")
-        result = offset = 0
-        size = delta.bit_length()
-        while offset < size and delta >> offset and self._end > self._start:
-            self._end -= 1
-            result = (result << 8) | self._data[self._end]
-            offset += 8
-        return lo + result % (delta + 1)
-
-
-# -- the input format ------------------------------------------------------------
-
-_MECH_SETS = tuple(
-    tuple(m for i, m in enumerate(AUTH_MECHANISMS) if not mask >> i & 1) for mask in range(16)
-)
-_TEXT_SETS = (
-    # name, banner, helo_response, auth_required_message
-    ("localhost", "", "%s Nice to meet you, %s", None),
-    ("mx.example.com", "ready for \u00fcn\u00efcode", "%s greets %s", "Authenticate first"),
-    ("a", "", "%s", None),
-    ("x" * 60, "b" * 300, "%s %s %s extra", "y" * 200),
-)
-
-CONFIG_FIELDS: tuple[tuple[str, tuple[object, ...]], ...] = (
-    ("lmtp", (False, True)),
-    ("auth_optional", (True, False)),
-    ("allow_insecure_auth", (True, False)),
-    ("auth_methods", _MECH_SETS),  # index = bitmask of AUTH_MECHANISMS left out
-    ("size", (None, 100, 10, 1000, 0, 1)),
-    ("bare_line_endings", ("keep", "reject")),
-    ("use_proxy", (False, True, ("127.0.0.1",), ("10.0.0.0/8", "::1"))),
-    ("remote_address", (None, "127.0.0.1", "192.0.2.1", "::1", "10.1.2.3")),
-    ("xclient_xforward", tuple(range(4))),  # bit 0 use_xclient, bit 1 use_xforward
-    ("hide_flags", tuple(range(256))),  # bits: see _HIDE_BITS
-    ("dsn_flags", tuple(range(4))),  # bit 0 hide_dsn, bit 1 hide_requiretls
-    ("max_command_length", (512, 64, 100, 1000, 4096)),
-    ("max_recipients", (1000, 1, 2, None)),
-    ("max_invalid_commands", (10, None, 0, 1, 3)),
-    ("max_auth_failures", (5, None, 0, 1)),
-    ("max_allowed_unauthenticated_commands", (10, None, 0, 2)),
-    ("disabled_commands", (
-        (), ("AUTH",), ("STARTTLS",), ("BDAT",), ("VRFY", "EXPN", "HELP"), ("MAIL",),
-        ("XCLIENT", "XFORWARD"), ("DATA", "RSET"),
-    )),
-    ("texts", tuple(range(len(_TEXT_SETS)))),
-    ("reject_early_talkers", (False, True)),
-    ("implicit_tls", (False, True)),
-    ("expect_proxy", (None, True, False)),
-    ("greeting", ("immediate", "late", "marker")),
-    ("eof_at_end", (True, False)),
-    ("replay", ("whole", "bytewise", "off", "split7")),
-)
-"""Read in this order, one byte each (the last byte of the input first);
-the choice is ``byte % len(choices)``, so a zero byte picks the first."""
-
-_HIDE_BITS = (
-    "hide_starttls", "hide_pipelining", "hide_enhancedstatuscodes", "hide_8bitmime",
-    "hide_smtputf8", "hide_size", "hide_chunking", "needs_upgrade",
-)
-
-MARK = 0xFF
-MARKERS = {
-    0x00: "split",  # end the current chunk: receive_data(), then drain
-    0x01: "eof",  # receive_data(b"")
-    0x02: "greet",  # send_greeting() (expects LocalProtocolError if not GREETING)
-    0x03: "shutdown",  # shutdown() with a code and text from the decision bytes
-    0x04: "idle",  # idle_timeout()
-    0x05: "tls",  # tls_established() (expects LocalProtocolError where not allowed)
-    0x06: "take",  # take_buffered_data() (in GREETING or COMMAND state only)
-}
-"""``0xFF`` then one of these bytes is an action; ``FF FF`` is a literal
-``FF``; ``FF`` before any other byte (or at the end) is a literal ``FF``."""
-_MARKER_BYTES = {name: bytes([MARK, code]) for code, name in MARKERS.items()}
-
-# Tables the decision bytes index into.
-TEXTS = (
-    "", "OK", "two\nlines", "crlf\r\ninjected", "bare\rCR", "ctrl \x00\x01\x1b[31m\x7f",
-    "\u00fcn\u00efc\u00f8d\u00e9 \u2713 \u6f22\u5b57 \U0001f642", "\udc80\udcff raw bytes",
-    "x" * 600, "trailing\n", "\n\n", "250 fake reply", "%s %s", "   ",
-)
-USERS: tuple[object, ...] = (None, "alice", "", 42, {"id": 7})
-ENHANCED_TAILS = (None, "0.0", "1.1", "5.4", "7.0", "999.999")
-CHALLENGES: tuple[str | bytes, ...] = (
-    b'{"status":"401","schemes":"bearer","scope":"mail"}', "", "err\x00\xff", b"\x00" * 40,
-)
-SHUTDOWN_CODES = (421, 554, 450, 521)
 _MESSAGE_ABORT_REASONS = frozenset(
     {"size_exceeded", "bare_line_ending", "reset", "connection_lost", "shutdown", "quit"}
 )
-_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])[^\r\n]*")
-_ENHANCED_PREFIX = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3} ")
 
 # The receive buffer may hold one partial line: a command line, a SASL line
 # (RFC 4954: 12288 octets) or a MAIL line with its extension room.
 _LINE_ROOM = 13000
 
 
-@dataclass(frozen=True)
-class Setup:
-    """Everything the config bytes decide."""
-
-    config: ServerConfig
-    remote_address: str | None
-    implicit_tls: bool
-    expect_proxy: bool | None
-    greeting: str
-    eof_at_end: bool
-    replay: str
-
-    def connection(self, *, fresh: bool = False) -> ServerConnection:
-        """The connection; ``fresh`` gives it its own CRAM-MD5 challenge sequence."""
-        config = self.config
-        if fresh:
-            config = dataclasses.replace(config, cram_md5_challenge=_cram_challenges())
-        return ServerConnection(
-            config, remote_address=self.remote_address, remote_port=2525,
-            local_address="192.0.2.25", local_port=25, session_id="fuzz",
-            tls=_TLS if self.implicit_tls else None, expect_proxy=self.expect_proxy,
-        )
-
-
-_TLS = TLSInfo(version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256", bits=128,
-               servername="mx.example.com")
-
-
-def _cram_challenges() -> Callable[[], str]:
-    counter = itertools.count(1)
-    return lambda: f"<{next(counter)}.1700000000@fuzz.example>"
-
-
-def read_setup(fdp: Provider) -> Setup:
-    v: dict[str, object] = {}
-    for name, choices in CONFIG_FIELDS:
-        v[name] = choices[fdp.ConsumeIntInRange(0, len(choices) - 1)]
-    hide = v.pop("hide_flags")
-    xcx = v.pop("xclient_xforward")
-    dsn = v.pop("dsn_flags")
-    name, banner, helo, auth_msg = _TEXT_SETS[v.pop("texts")]  # type: ignore[index]
-    assert isinstance(hide, int) and isinstance(xcx, int) and isinstance(dsn, int)
-    options = {
-        "lmtp": v.pop("lmtp"),
-        "auth_optional": v.pop("auth_optional"),
-        "allow_insecure_auth": v.pop("allow_insecure_auth"),
-        "auth_methods": v.pop("auth_methods"),
-        "size": v.pop("size"),
-        "bare_line_endings": v.pop("bare_line_endings"),
-        "use_proxy": v.pop("use_proxy"),
-        "use_xclient": bool(xcx & 1),
-        "use_xforward": bool(xcx & 2),
-        "hide_dsn": bool(dsn & 1),
-        "hide_requiretls": bool(dsn & 2),
-        "max_command_length": v.pop("max_command_length"),
-        "max_recipients": v.pop("max_recipients"),
-        "max_invalid_commands": v.pop("max_invalid_commands"),
-        "max_auth_failures": v.pop("max_auth_failures"),
-        "max_allowed_unauthenticated_commands": v.pop("max_allowed_unauthenticated_commands"),
-        "disabled_commands": v.pop("disabled_commands"),
-        "reject_early_talkers": v.pop("reject_early_talkers"),
-        "name": name, "banner": banner, "helo_response": helo,
-        "auth_required_message": auth_msg,
-        "cram_md5_challenge": _cram_challenges(),
-    }
-    for bit, flag in enumerate(_HIDE_BITS):
-        options[flag] = bool(hide >> bit & 1)
-    return Setup(
-        config=ServerConfig(**options),  # type: ignore[arg-type]
-        remote_address=v.pop("remote_address"),  # type: ignore[arg-type]
-        implicit_tls=bool(v.pop("implicit_tls")),
-        expect_proxy=v.pop("expect_proxy"),  # type: ignore[arg-type]
-        greeting=str(v.pop("greeting")),
-        eof_at_end=bool(v.pop("eof_at_end")),
-        replay=str(v.pop("replay")),
-    )
-
-
-def parse_script(conv: bytes) -> list[tuple[str, bytes]]:
-    """The conversation bytes as steps: ``("data", chunk)`` or ``(action, b"")``."""
-    steps: list[tuple[str, bytes]] = []
-    cur = bytearray()
-    pos = 0
-    while True:
-        i = conv.find(MARK, pos)
-        if i < 0 or i + 1 >= len(conv):
-            cur += conv[pos:]
-            break
-        cur += conv[pos:i]
-        code = conv[i + 1]
-        action = MARKERS.get(code)
-        if code == MARK:
-            cur.append(MARK)
-        elif action is None:
-            cur.append(MARK)
-            pos = i + 1
-            continue
-        else:
-            if cur:
-                steps.append(("data", bytes(cur)))
-                cur.clear()
-            if action != "split":
-                steps.append((action, b""))
-        pos = i + 2
-    if cur:
-        steps.append(("data", bytes(cur)))
-    return steps
-
-
-def encode_input(
-    steps: list[tuple[str, bytes]] | bytes,
-    decisions: list[int] | tuple[int, ...] = (),
-    **config: int,
-) -> bytes:
-    """Build an input: the inverse of what :func:`one_input` reads.
-
-    ``steps`` are ``("data", bytes)`` / ``("split"|"eof"|..., b"")`` (or one
-    bytes object); ``decisions`` the decision numbers in the order they are
-    consumed; ``config`` maps names of :data:`CONFIG_FIELDS` to the index of
-    the wanted choice (0 if not given).
-    """
-    if isinstance(steps, bytes):
-        steps = [("data", steps)]
-    conv = bytearray()
-    previous = ""
-    for kind, data in steps:
-        if kind == "data":
-            if previous == "data":
-                conv += _MARKER_BYTES["split"]
-            conv += data.replace(b"\xff", b"\xff\xff")
-        else:
-            conv += _MARKER_BYTES[kind]
-        previous = kind
-    names = [name for name, _ in CONFIG_FIELDS]
-    unknown = set(config) - set(names)
-    if unknown:
-        raise ValueError(f"unknown config fields {sorted(unknown)}")
-    if len(decisions) > 255:
-        raise ValueError("at most 255 decision bytes")
-    tail = bytes(reversed(decisions)) + bytes([len(decisions)])
-    tail += bytes(reversed([config.get(name, 0) for name in names]))
-    return bytes(conv) + tail
-
-
-# -- decisions -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Answer:
-    """One call answering a decision, kept so the replay can repeat it."""
-
-    method: str
-    args: tuple[object, ...] = ()
-    kwargs: tuple[tuple[str, object], ...] = ()
-
-    def apply(self, conn: ServerConnection) -> None:
-        getattr(conn, self.method)(*self.args, **dict(self.kwargs))
-
-
-_DECISION_KINDS = 10  # see Driver.decide
-_MISUSE_KINDS = 9  # see Driver._misuse
-
-
-def _replies(data: bytes) -> list[tuple[int, list[bytes]]]:
-    """Check reply framing and split ``data`` into (code, lines) replies."""
-    if not data:
-        return []
-    if not data.endswith(b"\r\n"):
-        raise InvariantError(f"output does not end with CRLF: {data[-80:]!r}")
-    replies: list[tuple[int, list[bytes]]] = []
-    open_code: bytes | None = None
-    lines: list[bytes] = []
-    for line in data[:-2].split(b"\r\n"):
-        m = _LINE.fullmatch(line)
-        if m is None:
-            raise InvariantError(f"malformed reply line {line[:120]!r}")
-        code, sep = m.group(1), m.group(2)
-        if open_code is not None and code != open_code:
-            raise InvariantError(f"multi-line reply changes code: {data[-300:]!r}")
-        lines.append(line)
-        if sep == b"-":
-            open_code = code
-        else:
-            replies.append((int(code), lines))
-            open_code, lines = None, []
-    if open_code is not None:
-        raise InvariantError(f"output ends inside a multi-line reply: {data[-300:]!r}")
-    for code, _ in replies:
-        if 300 <= code < 400 and code not in (334, 354):
-            raise InvariantError(f"unexpected intermediate reply {code}")
-    return replies
-
-
-def _coalesce(events: list[Event]) -> list[Event]:
-    out: list[Event] = []
-    for ev in events:
-        if isinstance(ev, DataChunk) and out and isinstance(out[-1], DataChunk):
-            out[-1] = DataChunk(out[-1].data + ev.data)
-        else:
-            out.append(ev)
-    return out
-
-
-class Driver:
+class Driver(Decisions):
     """Drives one connection through a script; checks invariants on the way."""
 
     def __init__(self, fdp: Provider, setup: Setup, steps: list[tuple[str, bytes]],
@@ -436,27 +107,7 @@ class Driver:
         self.saw_starttls = False
         self.replayable = setup.greeting != "marker" and not self.cfg.reject_early_talkers
 
-    # -- helpers ---------------------------------------------------------------
-
-    def pick(self, n: int) -> int:
-        return self.fdp.ConsumeIntInRange(0, n - 1)
-
-    def flush(self) -> list[tuple[int, list[bytes]]]:
-        data = self.conn.data_to_send()
-        replies = _replies(data)
-        if not data:
-            return replies
-        if self.closed_flushed:
-            raise InvariantError(f"output after ConnectionClosed was flushed: {data!r}")
-        self.output.append(data)
-        if self.cfg.hide_enhancedstatuscodes:
-            for _, lines in replies:
-                for line in lines:
-                    if _ENHANCED_PREFIX.match(line[4:]):  # (atheris' regex hook: no pos)
-                        raise InvariantError(f"enhanced code although hidden: {line!r}")
-        if self.trace is not None:
-            self.trace(f"S: {data!r}")
-        return replies
+    # -- the receive buffer ---------------------------------------------------
 
     def check_buffer(self, *, drained: bool) -> None:
         """The receive buffer never grows with the input."""
@@ -518,94 +169,6 @@ class Driver:
         held = self.deferred or conn.state is State.GREETING
         if self.error is None and not held:
             self.check_buffer(drained=False)
-
-    def act_eof(self) -> None:
-        if self.eof:
-            self.misuse_expect(LocalProtocolError, self.conn.receive_data, b"")
-            return
-        if self.trace is not None:
-            self.trace("C: <EOF>")
-        self.conn.receive_data(b"")
-        self.eof = True
-
-    def act_greet(self) -> None:
-        if self.conn.state is State.GREETING:
-            self.greet()
-        else:
-            self.misuse_expect(LocalProtocolError, self.conn.send_greeting)
-
-    def act_shutdown(self) -> None:
-        code = SHUTDOWN_CODES[self.pick(len(SHUTDOWN_CODES))]
-        text = TEXTS[self.pick(len(TEXTS))]
-        self.shutdown(Answer("shutdown", (text, code)))
-
-    def act_idle(self) -> None:
-        self.shutdown(Answer("idle_timeout"))
-
-    def act_tls(self) -> None:
-        if self.conn.state in (State.TLS_HANDSHAKE, State.GREETING, State.PROXY):
-            self.tls_established()
-        else:
-            self.misuse_expect(LocalProtocolError, self.conn.tls_established, _TLS)
-
-    def act_take(self) -> None:
-        # Documented for after ProxyHeader; harmless between commands. Never
-        # inside a message body, where it would be a misuse we do not model.
-        if self.conn.state in (State.GREETING, State.COMMAND):
-            taken = self.conn.take_buffered_data()
-            if self.trace is not None:
-                self.trace(f"take_buffered_data() -> {taken!r}")
-            if self.conn._buf:
-                raise InvariantError("take_buffered_data() left bytes behind")
-
-    def greet(self) -> None:
-        if self.trace is not None:
-            self.trace("send_greeting()")
-        self.conn.send_greeting()
-
-    def shutdown(self, answer: Answer) -> None:
-        was_closed = self.conn.closed
-        if self.trace is not None:
-            self.trace(f"{answer.method}{answer.args}")
-        answer.apply(self.conn)
-        self.deferred = False
-        if self.conn.pending is not None or not self.conn.closed:
-            raise InvariantError("shutdown left the connection open")
-        if was_closed and self.conn.data_to_send():
-            raise InvariantError("shutdown of a closed connection queued a reply")
-
-    def tls_established(self) -> None:
-        conn = self.conn
-        after_starttls = conn.state is State.TLS_HANDSHAKE
-        if self.trace is not None:
-            self.trace("tls_established()")
-        conn.tls_established(_TLS)
-        session = conn.session
-        if not session.secure or session.tls is not _TLS:
-            raise InvariantError("tls_established() did not mark the session secure")
-        if after_starttls and (
-            session.opening_command is not None or session.user is not None
-            or session.envelope.mail_from is not None
-        ):
-            raise InvariantError("STARTTLS did not reset the session (RFC 3207 4.2)")
-
-    def misuse_expect(self, exc: type[Exception], func: Callable[..., object],
-                      *args: object, **kwargs: object) -> None:
-        """Call the API wrongly on purpose: it must raise ``exc`` and change nothing."""
-        conn = self.conn
-        pending, state, out = conn.pending, conn.state, list(conn._out)
-        try:
-            func(*args, **kwargs)
-        except exc:
-            pass
-        else:
-            raise InvariantError(f"misuse {func.__name__}{args} did not raise {exc.__name__}")
-        if conn.pending is not pending or conn.state is not state or conn._out != out:
-            raise InvariantError(
-                f"refused {func.__name__}{args}{kwargs} changed the connection: pending "
-                f"{pending!r} -> {conn.pending!r}, state {state} -> {conn.state}, "
-                f"{len(out)} -> {len(conn._out)} queued replies"
-            )
 
     # -- events ----------------------------------------------------------------
 
@@ -775,132 +338,6 @@ class Driver:
         elif isinstance(ev, ProxyHeader) and (len(self.events) != 1 or session.proxy is not ev):
             raise InvariantError(f"{ev!r} is not the first event")
 
-    # -- decisions ---------------------------------------------------------------
-
-    def decide(self, ev: Event) -> bool:
-        """Answer the pending ``ev``; ``False`` means "later" (feed more first)."""
-        conn = self.conn
-        lmtp_message = isinstance(ev, MessageComplete) and self.cfg.lmtp
-        recipients = len(conn.session.envelope.rcpt_to)
-        kind = self.pick(_DECISION_KINDS)
-        if kind == 6:
-            if not self.finishing:
-                if self.trace is not None:
-                    self.trace("(decision deferred)")
-                self.deferred = True
-                return False
-            kind = 0
-        self.deferred = False
-        answer_twice = False
-        if kind == 7:
-            answer_twice = self._misuse(ev)
-            kind = 0
-        if kind == 0:
-            answer = Answer("accept")
-        elif kind == 1:
-            code = 200 + self.pick(100)
-            kwargs = {
-                "text": TEXTS[self.pick(len(TEXTS))], "code": code,
-                "enhanced": self.enhanced(code), "user": USERS[self.pick(len(USERS))],
-            }
-            answer = Answer("accept", (), tuple(kwargs.items()))
-        elif kind in (2, 3, 4, 9):
-            code = 421 if kind == 9 else 400 + self.pick(200)
-            kwargs = {}
-            if kind in (3, 4):
-                kwargs = {"text": TEXTS[self.pick(len(TEXTS))], "enhanced": self.enhanced(code)}
-            if kind == 4:
-                kwargs["challenge"] = CHALLENGES[self.pick(len(CHALLENGES))]
-            answer = Answer("reject", (code,), tuple(kwargs.items()))
-        elif kind == 5:
-            if not lmtp_message:
-                # Deliberate misuse: only an LMTP MessageComplete takes this.
-                self.misuse_expect(LocalProtocolError, conn.answer_recipients, [])
-                answer = Answer("accept")
-            else:
-                replies = []
-                for _ in range(recipients):
-                    code = (250, 450, 550)[self.pick(3)] + self.pick(50)
-                    replies.append(Reply(code, TEXTS[self.pick(len(TEXTS))],
-                                         self.enhanced(code)))
-                answer = Answer("answer_recipients", (tuple(replies),))
-        else:  # 8: the server shuts down while the application decides
-            self.shutdown(Answer("shutdown", ("Service shutting down", 421)))
-            self.answers.append(Answer("shutdown", ("Service shutting down", 421)))
-            return True
-        if self.trace is not None:
-            self.trace(f"{answer.method}{answer.args}{dict(answer.kwargs)}")
-        self.flush()
-        answer.apply(conn)
-        self.answers.append(answer)
-        if conn.pending is not None:
-            raise InvariantError(f"{ev!r} still pending after {answer.method}()")
-        self.check_answer(ev, answer, self.flush(), recipients)
-        if answer_twice:  # the decision is answered: no second answer
-            self.misuse_expect(LocalProtocolError, conn.accept)
-            self.misuse_expect(LocalProtocolError, conn.reject, 550)
-        return True
-
-    def enhanced(self, code: int) -> str | None:
-        tail = ENHANCED_TAILS[self.pick(len(ENHANCED_TAILS))]
-        return None if tail is None else f"{code // 100}.{tail}"
-
-    def check_answer(self, ev: Event, answer: Answer, replies: list[tuple[int, list[bytes]]],
-                     recipients: int) -> None:
-        """The replies an answer queued: the code asked for, once per recipient."""
-        kwargs = dict(answer.kwargs)
-        if answer.method == "answer_recipients":
-            replies_arg = answer.args[0]
-            assert isinstance(replies_arg, tuple)
-            expected = [r.code for r in replies_arg]
-        else:
-            if answer.method == "accept":
-                code = kwargs.get("code", 250)
-                assert isinstance(code, int)
-                if isinstance(ev, Hello):
-                    code = 250
-                elif isinstance(ev, AuthAttempt):
-                    code = 220 if ev.mechanism == "XCLIENT" else (235 if code == 250 else code)
-            else:
-                code = answer.args[0]
-                assert isinstance(code, int)
-                if (isinstance(ev, AuthAttempt) and ev.mechanism == "XOAUTH2"
-                        and kwargs.get("challenge") is not None and code != 421):
-                    code = 334
-            per_recipient = isinstance(ev, MessageComplete) and self.cfg.lmtp and code != 421
-            expected = [code] * (max(recipients, 1) if per_recipient else 1)
-        got = [code for code, _ in replies[: len(expected)]]
-        if got != expected:
-            raise InvariantError(f"{answer} to {ev!r} queued replies {got}, expected {expected}")
-
-    def _misuse(self, ev: Event) -> bool:
-        """Call the API wrongly on purpose; each call must raise and change nothing.
-        ``True``: probe the second answer to the decision after it is answered."""
-        conn = self.conn
-        probe = self.pick(_MISUSE_KINDS)
-        if self.trace is not None:
-            self.trace(f"(misuse probe {probe})")
-        self.flush()
-        if probe == 0:
-            self.misuse_expect(ValueError, conn.accept, code=550)
-        elif probe == 1:
-            self.misuse_expect(ValueError, conn.reject, 250)
-        elif probe == 2:
-            too_many = [Reply(250, "OK")] * (len(conn.session.envelope.rcpt_to) + 1)
-            self.misuse_expect(LocalProtocolError, conn.answer_recipients, too_many)
-        elif probe == 3:
-            self.misuse_expect(LocalProtocolError, conn.send_greeting)
-        elif probe == 4:
-            self.misuse_expect(LocalProtocolError, conn.tls_established, _TLS)
-        elif probe == 5:
-            self.misuse_expect(ValueError, conn.reject, 550, enhanced="2.0.0")
-        elif probe == 6:
-            if not isinstance(ev, Hello):  # documented: accept() ignores them for Hello
-                self.misuse_expect(ValueError, conn.accept, enhanced="5.1.1")
-        elif probe == 7:
-            self.misuse_expect(ValueError, conn.reject, 451, "text", "4.1000.1")
-        return probe == 8
-
     # -- the end ---------------------------------------------------------------
 
     def final_checks(self) -> None:
@@ -916,77 +353,9 @@ class Driver:
 
     def replay(self) -> None:
         """Same bytes, another split, same answers: same events and replies."""
-        conn = self.setup.connection(fresh=True)
-        answers: Iterator[Answer] = iter(self.answers)
-        events: list[Event] = []
-        out = bytearray()
-        error: str | None = None
-        fed = False
-
-        def answer() -> None:
-            nxt = next(answers, None)
-            if nxt is None:
-                raise InvariantError("replay met more decisions than the original run")
-            nxt.apply(conn)
-
-        def pump() -> bool:
-            nonlocal error
-            while True:
-                try:
-                    ev = conn.next_event()
-                except RemoteProtocolError as exc:
-                    error = str(exc)
-                    out.extend(conn.data_to_send())
-                    return False
-                out.extend(conn.data_to_send())
-                if ev is NEED_DATA:
-                    return True
-                if ev is PAUSED:
-                    if conn.pending is not None:
-                        answer()
-                    elif conn.state is State.GREETING and (
-                            fed or self.setup.greeting == "immediate"):
-                        conn.send_greeting()
-                    else:
-                        return True
-                    continue
-                assert isinstance(ev, Event)
-                events.append(ev)
-                if isinstance(ev, ConnectionClosed):
-                    return False
-                if conn.pending is not None:
-                    answer()
-
-        data = b"".join(self.fed)
-        mode = self.setup.replay
-        size = len(data) if mode == "whole" else 7 if mode == "split7" or len(data) > 4000 else 1
-        going = pump()
-        for i in range(0, len(data), max(size, 1)):
-            if not going:
-                break
-            conn.receive_data(data[i : i + size])
-            fed = True
-            going = pump()
-        if going and self.eof:
-            conn.receive_data(b"")
-            pump()
-        mine = _coalesce(self.events)
-        theirs = _coalesce(events)
-        if mine != theirs:
-            diff = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
-                        min(len(mine), len(theirs)))
-            raise InvariantError(
-                f"split-dependent events at #{diff}: {mine[diff : diff + 2]!r} vs "
-                f"{theirs[diff : diff + 2]!r} (replay {mode})"
-            )
-        original = b"".join(self.output)
-        if bytes(out) != original:
-            raise InvariantError(
-                f"split-dependent replies (replay {mode}):\n{original!r}\nvs\n{bytes(out)!r}"
-            )
-        if error != self.error or conn.state is not self.conn.state:
-            raise InvariantError(f"split-dependent end: {self.error!r}/{self.conn.state} vs "
-                                 f"{error!r}/{conn.state}")
+        split_replay(self.setup, recorded=self.answers, chunks=self.fed, eof=self.eof,
+                     original_events=self.events, output=self.output,
+                     original_error=self.error, original_state=self.conn.state)
 
 
 def one_input(data: bytes, provider: Callable[[bytes], Provider] = PurePythonFDP,

@@ -25,6 +25,11 @@ FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 
 
 def _load_harness() -> ModuleType:
+    # harness.py imports its sibling modules (fuzz_input, fuzz_replies, ...)
+    # by their top-level names, as it does when run as a script. Appended,
+    # not prepended: nothing in fuzz/ may shadow another module.
+    if str(FUZZ) not in sys.path:
+        sys.path.append(str(FUZZ))
     # A unique module name: tests/server has a harness.py of its own.
     spec = importlib.util.spec_from_file_location("smtp_proto_fuzz_harness", FUZZ / "harness.py")
     assert spec is not None and spec.loader is not None
