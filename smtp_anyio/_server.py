@@ -53,7 +53,7 @@ class SMTPServer(ServerBase):
         self._closed: anyio.Event | None = None
         # Session tasks of asyncio connections: plain asyncio tasks, cheaper
         # than anyio's (see _adopt); __aexit__ waits for them.
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: dict[asyncio.Task[None], Connection] = {}
         self._threads = DaemonPool("smtp_anyio worker")
 
     @property
@@ -127,7 +127,7 @@ class SMTPServer(ServerBase):
         """Wait for the asyncio session tasks, which end soon once their
         connections are closed or aborted (within the final flush's 5 s)."""
         while self._sessions:
-            await asyncio.wait(set(self._sessions))
+            await asyncio.wait(list(self._sessions))
 
     def _abort_all(self) -> None:
         if self.closing and not self.connections:
@@ -227,13 +227,16 @@ class SMTPServer(ServerBase):
             # adds a handle, an event, a wrapper coroutine and a done callback
             # to every task, which is most of what an idle connection costs.
             task = connection.io.loop.create_task(connection.run())
-            self._sessions.add(task)
-            task.add_done_callback(lambda task: self._session_done(task, connection))
+            # (The task maps to its connection: a closure per connection
+            # to carry it to the callback would cost memory.)
+            self._sessions[task] = connection
+            task.add_done_callback(self._session_done)
         return connection
 
-    def _session_done(self, task: asyncio.Task[None], connection: Connection) -> None:
-        self._sessions.discard(task)
-        self.forget(connection)
+    def _session_done(self, task: asyncio.Task[None]) -> None:
+        connection = self._sessions.pop(task, None)
+        if connection is not None:
+            self.forget(connection)
         if not task.cancelled() and task.exception() is not None:
             self.logger.error("connection task failed", exc_info=task.exception())
 
