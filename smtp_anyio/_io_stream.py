@@ -36,12 +36,23 @@ _GONE = (
 )
 
 
-class _Replay(ByteStream):
-    """A stream that first returns bytes read before it existed."""
+class _TLSTransport(ByteStream):
+    """What a TLS stream runs over: the raw stream, with the bytes read
+    before the handshake replayed first, and one send at a time.
 
-    def __init__(self, inner: ByteStream, prefix: bytes) -> None:
+    ``TLSStream`` sends not only from ``send()`` but from inside
+    ``receive()`` as well: an alert refusing a renegotiation, the answer to
+    a TLS 1.3 KeyUpdate, session tickets. Such a send can come while a
+    flush is sending on the same socket, which trio refuses with
+    ``BusyResourceError``; here the second send waits for the first.
+    (A flag and an event rather than an anyio.Lock: uncontended, nearly
+    always, it costs no scheduler round trip.)"""
+
+    def __init__(self, inner: ByteStream, prefix: bytes = b"") -> None:
         self._inner = inner
         self._prefix = prefix
+        self._sending = False
+        self._sent: anyio.Event | None = None
 
     async def receive(self, max_bytes: int = _READ_SIZE) -> bytes:
         if self._prefix:
@@ -50,7 +61,18 @@ class _Replay(ByteStream):
         return await self._inner.receive(max_bytes)
 
     async def send(self, item: bytes) -> None:
-        await self._inner.send(item)
+        while self._sending:
+            if self._sent is None:
+                self._sent = anyio.Event()
+            await self._sent.wait()
+        self._sending = True
+        try:
+            await self._inner.send(item)
+        finally:
+            self._sending = False
+            sent, self._sent = self._sent, None
+            if sent is not None:
+                sent.set()
 
     async def send_eof(self) -> None:
         await self._inner.send_eof()
@@ -163,7 +185,7 @@ class StreamIO:
         self, context: ssl.SSLContext, timeout: float, prefix: bytes = b""
     ) -> TLSInfo:
         await self.flush()
-        raw: ByteStream = _Replay(self._stream, prefix) if prefix else self._stream
+        raw = _TLSTransport(self._stream, prefix)
         # Hold the stream through the handshake: nobody else may write to it
         # while TLS records are being exchanged on it.
         await self._acquire()

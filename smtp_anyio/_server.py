@@ -202,6 +202,11 @@ class SMTPServer(ServerBase):
             connection = self._adopt(Connection(self, StreamIO(stream), handshake=implicit))
             try:
                 await connection.run()
+            except Exception:
+                # A bug in one connection (ours, a library's) ends that
+                # connection only: never the accept loop's task group, and
+                # with it the server and every other session.
+                self.logger.exception("[%s] connection failed", connection.session.id)
             finally:
                 self.forget(connection)
 

@@ -2,11 +2,13 @@
 outside: its memory, its descriptors, whether it exits.
 
     python tests/robustness/serve.py BACKEND [--options JSON] [--handlers NAME]
-        [--store DIR] [--nofile N]
+        [--store DIR] [--nofile N] [--implicit-tls]
 
 BACKEND: asyncio, uvloop, trio or sync. Prints ``listening on HOST:PORT``
-when it accepts, ``closed`` when ``close()`` has returned; SIGTERM or SIGINT
-closes the server. Handlers (``--handlers``):
+when it accepts (and, with ``--implicit-tls``, a second line ``implicit TLS
+on HOST:PORT``; the options must then name ``key`` and ``cert``), ``closed``
+when ``close()`` has returned; SIGTERM or SIGINT closes the server.
+Handlers (``--handlers``):
 
 ``none``
    the defaults: every message accepted and dropped.
@@ -14,6 +16,9 @@ closes the server. Handlers (``--handlers``):
    a plain ``on_data`` that reads the message and then never returns.
 ``refuse-auth``
    an ``on_auth`` that refuses every password.
+``async-rcpt``
+   a coroutine ``on_rcpt_to`` (anyio backends): its reply is sent from a
+   task of its own, while the connection's reader may be receiving.
 ``store``
    a plain ``on_data`` that writes each message into ``--store DIR`` (tmp
    file, fsync, rename) before it returns, so a 250 means "on disk".
@@ -36,6 +41,13 @@ from typing import Any
 def handlers(name: str, store: str | None) -> dict[str, Any]:
     if name == "none":
         return {}
+    if name == "async-rcpt":  # anyio backends only
+        import anyio
+
+        async def on_rcpt_to(address: Any, session: Any) -> None:
+            await anyio.sleep(0)  # answered from the decision's own task
+
+        return {"on_rcpt_to": on_rcpt_to}
     if name == "refuse-auth":
         def on_auth(auth: Any, session: Any) -> None:
             return None  # every password is wrong
@@ -76,6 +88,7 @@ def main() -> None:
     parser.add_argument("--handlers", default="none")
     parser.add_argument("--store")
     parser.add_argument("--nofile", type=int, help="lower RLIMIT_NOFILE to this")
+    parser.add_argument("--implicit-tls", action="store_true", help="a second, TLS listener")
     args = parser.parse_args()
     options: dict[str, Any] = {"disable_reverse_lookup": True, "auth_optional": True}
     options.update(json.loads(args.options))
@@ -84,17 +97,19 @@ def main() -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, hard))
     if args.backend == "sync":
-        serve_sync(options)
+        serve_sync(options, args.implicit_tls)
     else:
-        serve_async(args.backend, options)
+        serve_async(args.backend, options, args.implicit_tls)
     print("closed", flush=True)
 
 
-def serve_sync(options: dict[str, Any]) -> None:
+def serve_sync(options: dict[str, Any], implicit_tls: bool) -> None:
     from smtp_sync import SMTPServer
 
     server = SMTPServer(**options)
     host, port = server.listen(0)
+    if implicit_tls:
+        tls_host, tls_port = server.listen(0, secure=True)
 
     def stop(signum: int, frame: object) -> None:
         # close() from another thread: a signal handler must not block the
@@ -104,10 +119,12 @@ def serve_sync(options: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"listening on {host}:{port}", flush=True)
+    if implicit_tls:
+        print(f"implicit TLS on {tls_host}:{tls_port}", flush=True)
     server.serve_forever()
 
 
-def serve_async(backend: str, options: dict[str, Any]) -> None:
+def serve_async(backend: str, options: dict[str, Any], implicit_tls: bool) -> None:
     import anyio
 
     from smtp_anyio import SMTPServer
@@ -117,6 +134,9 @@ def serve_async(backend: str, options: dict[str, Any]) -> None:
         async with server:
             host, port = await server.listen(0)
             print(f"listening on {host}:{port}", flush=True)
+            if implicit_tls:
+                tls_host, tls_port = await server.listen(0, secure=True)
+                print(f"implicit TLS on {tls_host}:{tls_port}", flush=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     break

@@ -22,16 +22,20 @@ class ServerProcess(Program):
 
     def __init__(self, backend: str, *, options: dict[str, Any] | None = None,
                  handlers: str = "none", store: Path | None = None,
-                 nofile: int | None = None) -> None:
+                 nofile: int | None = None, implicit_tls: bool = False) -> None:
         argv = [sys.executable, str(HERE / "serve.py"), backend,
                 "--options", json.dumps(options or {}), "--handlers", handlers]
         if store is not None:
             argv += ["--store", str(store)]
         if nofile is not None:
             argv += ["--nofile", str(nofile)]
+        if implicit_tls:
+            argv.append("--implicit-tls")
         super().__init__(argv)
         self.backend = backend
         self.port = self.port_number()
+        self.tls_port = (int(self.wait_for(r"^implicit TLS on 127\.0\.0\.1:(\d+)$").group(1))
+                         if implicit_tls else None)
 
     def port_number(self) -> int:
         return int(self.wait_for(r"^listening on 127\.0\.0\.1:(\d+)$").group(1))
