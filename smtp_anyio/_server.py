@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import sniffio
 from anyio.abc import Listener, SocketListener, SocketStream, TaskGroup
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, Session, TLSInfo
@@ -22,7 +21,7 @@ from ._io_asyncio import AsyncioIO
 from ._io_stream import StreamIO
 from ._listeners import BACKLOG, AsyncioAcceptor, accept_streams, bind_sockets, is_uvloop
 from ._stream import MessageStream
-from ._threads import DaemonPool, call_in_thread, threadsafe_scheduler
+from ._threads import DaemonPool, call_in_thread, running_asyncio_loop, threadsafe_scheduler
 
 __all__ = ["SMTPServer"]
 
@@ -150,7 +149,7 @@ class SMTPServer(ServerBase):
         if self._tg is None:
             raise RuntimeError("use `async with server:` before listen()")
         implicit = self.implicit_tls(secure)
-        use_native = sniffio.current_async_library() == "asyncio" and not (
+        use_native = running_asyncio_loop() is not None and not (
             implicit and self._config.use_proxy
         )
         if use_native:

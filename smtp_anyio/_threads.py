@@ -22,12 +22,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import sniffio
-
 if TYPE_CHECKING:
     from ._io import Waiter
 
-__all__ = ["IDLE_SECONDS", "DaemonPool", "Schedule", "call_in_thread", "threadsafe_scheduler"]
+__all__ = [
+    "IDLE_SECONDS", "DaemonPool", "Schedule", "call_in_thread", "running_asyncio_loop",
+    "threadsafe_scheduler",
+]
 
 IDLE_SECONDS = 10.0
 
@@ -100,10 +101,20 @@ async def call_in_thread(pool: DaemonPool, schedule: Schedule, waiter: Waiter,
     return result
 
 
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio (or uvloop) loop running this task; None under trio.
+    (anyio no longer brings sniffio along; this needs no dependency.)"""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def threadsafe_scheduler() -> Schedule:
     """The running loop's "call this soon", callable from any thread."""
-    if sniffio.current_async_library() == "trio":
-        import trio  # noqa: PLC0415 - only where trio runs
+    loop = running_asyncio_loop()
+    if loop is not None:
+        return loop.call_soon_threadsafe
+    import trio  # noqa: PLC0415 - only where trio runs
 
-        return trio.lowlevel.current_trio_token().run_sync_soon
-    return asyncio.get_running_loop().call_soon_threadsafe
+    return trio.lowlevel.current_trio_token().run_sync_soon
