@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,8 +27,8 @@ from smtp_proto import (
 from ._errors import SMTPError
 
 __all__ = [
-    "INTERNAL_ERROR", "Outcome", "answer", "default_decision", "failed", "failed_auth",
-    "handler_error",
+    "INTERNAL_ERROR", "Outcome", "ReplyString", "answer", "default_decision", "failed",
+    "failed_auth", "handler_error", "reply_string",
     "refuse", "succeeded",
 ]
 
@@ -82,13 +83,70 @@ def _challenge(value: object) -> str | bytes:
     return json.dumps(value)
 
 
+_REPLY_STRING = re.compile(
+    r"([2-5][0-9][0-9])(?: +|$)(?:([245]\.[0-9]{1,3}\.[0-9]{1,3})(?: +|$))?(.*)", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyString:
+    """A handler returned its reply as aiosmtpd's handlers do, as a string
+    that starts with the reply code (``"550 5.7.1 Relaying denied"``)."""
+
+    code: int
+    text: str | None
+    enhanced: str | None
+
+
+def reply_string(value: object) -> ReplyString | None:
+    """``value`` parsed as an aiosmtpd-style reply string, or None for any
+    other value (a plain text stays the text of the default reply). A
+    mechanical port from aiosmtpd returns ``"550 not relaying"`` to refuse:
+    taken as text, that would accept the recipient (``250 2.1.5 550 not
+    relaying``) and make the server an open relay."""
+    if not isinstance(value, str):
+        return None
+    found = _REPLY_STRING.fullmatch(value.strip())
+    if found is None:
+        return None
+    code, enhanced, text = found.groups()
+    if enhanced is not None and enhanced[0] != code[0]:
+        enhanced = None  # of another class: the server's default instead
+    return ReplyString(int(code), text.strip() or None, enhanced)
+
+
+def _from_reply_string(outcome: Outcome) -> Outcome:
+    """A 4xx/5xx reply string is a refusal, as if the handler had raised
+    :class:`SMTPError`; a 2xx one a ReplyString to accept with."""
+    found = reply_string(outcome.value) if outcome.error is None else None
+    if found is None:
+        return outcome
+    if found.code >= 400:
+        return Outcome(error=SMTPError(found.code, found.text or "", enhanced=found.enhanced))
+    return Outcome(value=found)
+
+
+def _accept(conn: ServerConnection, value: object, log: logging.Logger) -> None:
+    """Accept with a handler's text, or with its aiosmtpd-style 2xx reply."""
+    if isinstance(value, ReplyString):
+        if value.code >= 300:  # a 3xx from a handler: nothing that could mean
+            log.error("handler returned a %d reply string; answering 451", value.code)
+            conn.reject(*INTERNAL_ERROR)
+            return
+        conn.accept(value.text, code=value.code, enhanced=value.enhanced)
+        return
+    conn.accept(value if isinstance(value, str) else None)
+
+
 def answer(conn: ServerConnection, event: Event, outcome: Outcome, log: logging.Logger) -> None:
     """Answer the pending decision ``event`` from a handler's ``outcome``."""
+    outcome = _from_reply_string(outcome)
     error = outcome.error
     if isinstance(event, AuthAttempt):
         if error is None:
             if not outcome.value:  # as smtp-server: no user, no login
                 conn.reject(535, "Error: authentication credentials invalid", "5.7.8")
+            elif isinstance(outcome.value, ReplyString):  # "235 ...": the user name
+                conn.accept()
             else:
                 conn.accept(user=outcome.value)
             return
@@ -105,7 +163,7 @@ def answer(conn: ServerConnection, event: Event, outcome: Outcome, log: logging.
             "on_rcpt_to" if isinstance(event, RcptTo) else "handler")
         conn.reject(*_error_reply(error, log, what))
         return
-    conn.accept(outcome.value if isinstance(outcome.value, str) else None)
+    _accept(conn, outcome.value, log)
 
 
 def _answer_message(conn: ServerConnection, outcome: Outcome, log: logging.Logger) -> None:
@@ -121,21 +179,30 @@ def _answer_message(conn: ServerConnection, outcome: Outcome, log: logging.Logge
             return
         replies = []
         for item in value:
-            if isinstance(item, BaseException):
-                replies.append(Reply(*_error_reply(item, log, "on_data")))
+            given = _from_reply_string(Outcome(value=item))
+            if isinstance(item, BaseException) or given.error is not None:
+                error = item if isinstance(item, BaseException) else given.error
+                assert error is not None
+                replies.append(Reply(*_error_reply(error, log, "on_data")))
+            elif isinstance(given.value, ReplyString) and given.value.code < 300:
+                found = given.value
+                replies.append(Reply(found.code, found.text or "OK: message accepted",
+                                     found.enhanced))
             else:
                 text = item if isinstance(item, str) else "OK: message accepted"
                 replies.append(Reply(250, text))
         conn.answer_recipients(replies)
         return
-    conn.accept(value if isinstance(value, str) else None)
+    _accept(conn, value, log)
 
 
 def failed_auth(event: Event, outcome: Outcome) -> bool:
     """The handler refused a login (not an XCLIENT LOGIN, which a trusted
     proxy asserts): what the per-client AUTH limits count."""
-    return isinstance(event, AuthAttempt) and event.mechanism != "XCLIENT" and (
-        outcome.error is not None or not outcome.value)
+    if not isinstance(event, AuthAttempt) or event.mechanism == "XCLIENT":
+        return False
+    outcome = _from_reply_string(outcome)
+    return outcome.error is not None or not outcome.value
 
 
 def default_decision(conn: ServerConnection, event: Event) -> None:
