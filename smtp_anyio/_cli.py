@@ -12,11 +12,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Unpack
 
 import anyio
 
 from smtp_proto import AuthAttempt, Session
-from smtp_server import SMTPError
+from smtp_server import ServerOptions, SMTPError
 
 from ._maildir import MaildirStore, check_credentials, describe, load_auth_file
 from ._server import SMTPServer
@@ -114,7 +115,8 @@ def _self_signed_cryptography(cert_path: Path, key_path: Path) -> None:
 class MaildirServer(SMTPServer):
     """The server behind the command line: deliver to a Maildir, print a line."""
 
-    def __init__(self, store: MaildirStore, users: dict[str, str] | None, **options: object):
+    def __init__(self, store: MaildirStore, users: dict[str, str] | None,
+                 **options: Unpack[ServerOptions]) -> None:
         super().__init__(**options)
         self.store = store
         self.users = users
@@ -132,7 +134,7 @@ class MaildirServer(SMTPServer):
 
 
 async def run(args: argparse.Namespace, ready: anyio.Event | None = None) -> None:
-    options: dict[str, object] = {"lmtp": args.lmtp, "size": args.size}
+    options: ServerOptions = {"lmtp": args.lmtp, "size": args.size}
     if args.name:
         options["name"] = args.name
     users = load_auth_file(args.auth_file) if args.auth_file else None

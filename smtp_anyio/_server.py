@@ -7,13 +7,13 @@ import inspect
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Unpack
 
 import anyio
 from anyio.abc import Listener, SocketListener, SocketStream, TaskGroup
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, Session, TLSInfo
-from smtp_server import AcceptBackoff, ServerBase
+from smtp_server import AcceptBackoff, ServerBase, ServerOptions
 
 from ._driver import Connection
 from ._io import EventWaiter
@@ -43,7 +43,7 @@ class SMTPServer(ServerBase):
             await server.serve_forever()
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, **options: Unpack[ServerOptions]) -> None:
         super().__init__(SMTPServer, options, "smtp_anyio")
         self.connections: set[Connection] = set()
         self._tg: TaskGroup | None = None

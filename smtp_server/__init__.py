@@ -35,6 +35,7 @@ from ._host import ServerHost
 from ._limits import AUTH_BLOCKED, TOO_MANY_CONNECTIONS, ClientLimits, ClientSlot, CommandDeadline
 from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
 from ._tls import TLSConfig, TLSContexts, tls_info
+from ._typed_options import ServerOptions
 
 __all__ = [
     "AUTH_BLOCKED",
@@ -57,6 +58,7 @@ __all__ = [
     "SMTPError",
     "ServerBase",
     "ServerHost",
+    "ServerOptions",
     "StreamState",
     "TLSConfig",
     "TLSContexts",

@@ -16,10 +16,10 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Unpack
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, ServerConnection, Session, TLSInfo
-from smtp_server import AcceptBackoff, BlockingMessageStream, ServerBase
+from smtp_server import AcceptBackoff, BlockingMessageStream, ServerBase, ServerOptions
 
 from ._connection import SyncConnection
 
@@ -43,7 +43,7 @@ class SMTPServer(ServerBase):
         server.serve_forever()          # or: with server: ... (background)
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, **options: Unpack[ServerOptions]) -> None:
         super().__init__(SMTPServer, options, "smtp_sync")
         for name in ("connect", "secure", "auth", "mail_from", "rcpt_to", "data", "close"):
             handler = getattr(self.handlers, name)
