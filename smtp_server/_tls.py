@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from smtp_proto import TLSInfo
 
+from ._tls_profile import INTERMEDIATE_CIPHERS, INTERMEDIATE_GROUPS, set_groups
+
 __all__ = ["TLSConfig", "TLSContexts", "tls_info"]
 
 PEM = str | bytes | os.PathLike[str]
@@ -64,6 +66,12 @@ class TLSConfig:
     sni_options: Mapping[str, Mapping[str, object] | ssl.SSLContext] | None = None
     tls_context: ssl.SSLContext | None = None
     passphrase: str | None = field(default=None, repr=False)
+    ciphers: str | None = None
+    """OpenSSL cipher list for TLS 1.2 (Node's ``ciphers``); by default
+    Mozilla's intermediate AEAD suites."""
+    ecdh_curve: str | None = None
+    """Key-exchange groups, colon-separated (Node's ``ecdhCurve``); by
+    default X25519:P-256:P-384. ``"auto"``: OpenSSL's own list."""
 
     @property
     def configured(self) -> bool:
@@ -74,6 +82,11 @@ class TLSConfig:
         values.update(changes)
         return TLSConfig(**values)
 
+    def apply_profile(self, ctx: ssl.SSLContext) -> None:
+        """Set ``ctx``'s TLS 1.2 suites and key-exchange groups from
+        ``ciphers`` and ``ecdh_curve`` (Mozilla intermediate by default)."""
+        _apply_profile(self, ctx)
+
     def build(self) -> ssl.SSLContext:
         """A fresh server context for these options (no SNI wiring)."""
         if self.tls_context is not None:
@@ -82,6 +95,7 @@ class TLSConfig:
             raise ValueError("TLS needs both key and cert (or tls_context)")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         _load_chain(ctx, self.cert, self.key, self.passphrase)
+        self.apply_profile(ctx)
         minimum = _version(self.min_version)
         maximum = _version(self.max_version)
         if minimum is not None:
@@ -96,6 +110,16 @@ class TLSConfig:
             # so reject_unauthorized=False only makes the certificate optional.
             ctx.verify_mode = ssl.CERT_REQUIRED if self.reject_unauthorized else ssl.CERT_OPTIONAL
         return ctx
+
+
+def _apply_profile(config: TLSConfig, ctx: ssl.SSLContext) -> None:
+    try:
+        ctx.set_ciphers(config.ciphers or INTERMEDIATE_CIPHERS)
+    except ssl.SSLError:
+        raise ValueError(f"no usable cipher in {config.ciphers!r}") from None
+    groups = config.ecdh_curve or INTERMEDIATE_GROUPS
+    if groups != "auto" and not set_groups(ctx, groups) and config.ecdh_curve:
+        raise ValueError("ecdh_curve cannot be applied with this Python's ssl module")
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: PEM, key: PEM, passphrase: str | None) -> None:
@@ -181,6 +205,8 @@ class TLSContexts:
             front.minimum_version = default.minimum_version
             front.maximum_version = default.maximum_version
             front.verify_mode = default.verify_mode
+            if config.tls_context is None:
+                config.apply_profile(front)  # suites and groups are the front's too
 
     def _select(
         self, sslobj: ssl.SSLObject | ssl.SSLSocket, servername: str | None,

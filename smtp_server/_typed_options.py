@@ -70,6 +70,8 @@ class ServerOptions(TypedDict, total=False):
     sni_options: Mapping[str, Mapping[str, object] | ssl.SSLContext] | None
     tls_context: ssl.SSLContext | None
     passphrase: str | None
+    ciphers: str | None
+    ecdh_curve: str | None
     # -- sockets, time and limits (BackendOptions) --
     secure: bool
     max_clients: int | None
