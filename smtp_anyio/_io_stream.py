@@ -7,6 +7,7 @@ driver; writes are queued and sent by whoever flushes, one sender at a time.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ __all__ = ["StreamIO"]
 
 _READ_SIZE = 65536
 _CLOSE_WAIT = 5.0
+_CLOSE_NOTIFY_WAIT = 1.0
 _GONE = (
     anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError,
     ssl.SSLError, OSError,
@@ -209,6 +211,14 @@ class StreamIO:
         if not self._aborted:
             with anyio.move_on_after(_CLOSE_WAIT):
                 await self.flush()
+            stream = self._stream
+            if isinstance(stream, TLSStream) and not self._broken:
+                # Say close_notify: OpenSSL drops a session from its cache
+                # when the connection ends without one, so a client could
+                # never resume it by session ID (tickets work either way).
+                # The peer's answer is waited for briefly, if at all.
+                with anyio.move_on_after(_CLOSE_NOTIFY_WAIT), contextlib.suppress(*_GONE):
+                    await stream.unwrap()
         self._broken = True
         await anyio.aclose_forcefully(self._stream)
 

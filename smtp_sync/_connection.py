@@ -68,6 +68,7 @@ from ._send import send_holding_gil
 __all__ = ["SyncConnection", "SyncHost"]
 
 _READ_SIZE = 65536
+_CLOSE_NOTIFY_WAIT = 1.0
 
 
 class _Closed(Exception):
@@ -492,8 +493,16 @@ class SyncConnection:
     def _close_socket(self) -> None:
         with contextlib.suppress(_Closed):
             self._flush()
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket):
+            # Say close_notify: OpenSSL drops a session from its cache when
+            # the connection ends without one (no resumption by session ID).
+            # The peer's answer is waited for briefly, if at all.
+            with contextlib.suppress(OSError, ValueError):
+                sock.settimeout(_CLOSE_NOTIFY_WAIT)
+                sock.unwrap()
         with contextlib.suppress(OSError):
-            self.sock.close()
+            sock.close()
 
     # -- handlers ------------------------------------------------------------------
 

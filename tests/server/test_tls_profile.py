@@ -76,3 +76,29 @@ def test_bad_profile_options_are_refused_at_creation(start_server: Any, tls: TLS
         start_server(ciphers="NO-SUCH-CIPHER", **tls.server_options)
     with pytest.raises(ValueError, match="groups"):
         start_server(ecdh_curve="P-999", **tls.server_options)
+
+
+def _session_client(port: int, *args: str) -> str:
+    # Stay connected until the greeting is in, then QUIT: a whole session,
+    # closed by the book (close_notify both ways).
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2", *args],
+        input="QUIT\n", capture_output=True, text=True, timeout=30, check=False,
+    )
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("how", ["session-id", "ticket"])
+def test_tls12_sessions_resume(start_server: Any, tls: TLSMaterial, tmp_path: Any,
+                               how: str) -> None:
+    """Five reconnections resume the first session, by session ID (the
+    server's cache) and by ticket."""
+    running = start_server(listeners=LISTENERS, auth_optional=True, **tls.server_options)
+    port = running.ports["tls"]
+    session = tmp_path / "session.pem"
+    extra = ("-no_ticket",) if how == "session-id" else ()
+    first = _session_client(port, *extra, "-sess_out", str(session))
+    assert "New, TLSv1.2" in first, first[-600:]
+    reused = sum("Reused, TLSv1.2" in _session_client(port, *extra, "-sess_in", str(session))
+                 for _ in range(5))
+    assert reused == 5
