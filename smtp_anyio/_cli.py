@@ -10,15 +10,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Unpack
 
 import anyio
 
 from smtp_proto import AuthAttempt, Session
-from smtp_server import ServerOptions, SMTPError
+from smtp_server import HIGH_WATER, ServerOptions, SMTPError
 
+from ._cli_output import LineWriter, WriterHandler, close_all
 from ._maildir import MaildirStore, check_credentials, describe, load_auth_file
 from ._server import SMTPServer
 from ._stream import MessageStream
@@ -27,12 +28,34 @@ __all__ = ["main"]
 
 log = logging.getLogger("smtp_anyio.cli")
 
+DEFAULT_SIZE = 25 * 1024 * 1024
+"""``--size`` unless given: a message is written to disk as it arrives, but
+a server without any limit accepts a disk-filling one."""
+
+BATCH = HIGH_WATER
+"""Bytes of a message gathered in the loop before a worker thread writes
+them: a message up to this size costs one trip to a thread (which writes,
+fsyncs and delivers it), a bigger one a trip per batch. As it is the
+stream's high-water mark, the connection goes on reading while a batch is
+written, and a message holds at most about twice this in memory."""
+
+EXIT_WAIT = 5.0
+"""Seconds the server waits at exit for its last output lines to be read."""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _size(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="make a throw-away self-signed certificate for localhost")
     parser.add_argument("--auth-file", help="user:password lines; without it AUTH is optional")
     parser.add_argument("--lmtp", action="store_true", help="speak LMTP instead of SMTP")
-    parser.add_argument("--size", type=int, default=None, help="maximum message size in bytes")
+    parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="BYTES",
+                        help=f"maximum message size in bytes, 0 for none (default {DEFAULT_SIZE})")
     parser.add_argument("--name", default=None, help="server name in the greeting")
     parser.add_argument("--backend", choices=("asyncio", "uvloop", "trio"), default=None,
                         help="event loop (default: uvloop when installed, else asyncio)")
@@ -112,14 +136,25 @@ def _self_signed_cryptography(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
-class MaildirServer(SMTPServer):
-    """The server behind the command line: deliver to a Maildir, print a line."""
+def _print_line(line: str) -> None:
+    print(line, flush=True)
 
-    def __init__(self, store: MaildirStore, users: dict[str, str] | None,
+
+class MaildirServer(SMTPServer):
+    """The server behind the command line: deliver to a Maildir, say a line.
+
+    ``say`` gets the line of each delivered message; it is called in the
+    event loop and must not block (the command line queues the line for a
+    writer thread).
+    """
+
+    def __init__(self, store: MaildirStore, users: dict[str, str] | None, *,
+                 say: Callable[[str], None] = _print_line,
                  **options: Unpack[ServerOptions]) -> None:
         super().__init__(**options)
         self.store = store
         self.users = users
+        self.say = say
 
     async def on_auth(self, auth: AuthAttempt, session: Session) -> object:
         if self.users is not None and check_credentials(self.users, auth):
@@ -127,14 +162,51 @@ class MaildirServer(SMTPServer):
         raise SMTPError(535, "Error: authentication credentials invalid", enhanced="5.7.8")
 
     async def on_data(self, stream: MessageStream, session: Session) -> object:
-        body = await stream.read()
-        key = await anyio.to_thread.run_sync(self.store.deliver, body)
-        print(f"{key} {describe(session, len(body))}", flush=True)
-        return f"OK: queued as {key.split('.')[0]}"
+        """Write the message into ``tmp/`` as it arrives, a batch at a time
+        in a worker thread; deliver it into ``new/`` durably, then answer."""
+        delivery = self.store.begin()
+        pending: list[bytes] = []
+        pending_size = 0
+        try:
+            async for chunk in stream:
+                if stream.size_exceeded:
+                    # Refused whatever happens (552), and the core passes
+                    # nothing beyond the limit: free the disk now rather
+                    # than when the client has sent all it announced.
+                    pending.clear()
+                    if delivery.started:
+                        await anyio.to_thread.run_sync(delivery.discard)
+                    continue
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= BATCH:
+                    batch, pending, pending_size = pending, [], 0
+                    await anyio.to_thread.run_sync(delivery.write, batch)
+            if stream.size_exceeded:  # the stream raises first; never deliver it anyway
+                raise SMTPError(552, "Error: message exceeds fixed maximum message size",
+                                enhanced="5.3.4")
+            # Shielded: once in new/, the message is reported (its line, its
+            # 250 if the connection still stands), not cancelled half-way.
+            with anyio.CancelScope(shield=True):
+                name = await anyio.to_thread.run_sync(delivery.commit, pending)
+        except BaseException:
+            # Aborted (too big, connection lost, RSET), cancelled or failed:
+            # nothing of it may stay in tmp/ (commit() cleans up after
+            # itself, discard() after commit() leaves the message alone).
+            if delivery.started:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(delivery.discard)
+            raise
+        self.say(f"{name} {describe(session, delivery.size)}")
+        return f"OK: queued as {delivery.queue_id}"
 
 
-async def run(args: argparse.Namespace, ready: anyio.Event | None = None) -> None:
-    options: ServerOptions = {"lmtp": args.lmtp, "size": args.size}
+async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
+              say: Callable[[str], None] = _print_line) -> None:
+    """Serve until SIGINT or SIGTERM; ``say`` writes a line of output and
+    must not block (see :class:`MaildirServer`)."""
+    # --size 0: no limit (the core's "size": None).
+    options: ServerOptions = {"lmtp": args.lmtp, "size": args.size or None}
     if args.name:
         options["name"] = args.name
     users = load_auth_file(args.auth_file) if args.auth_file else None
@@ -153,22 +225,22 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None) -> Non
     if args.implicit_tls and "cert" not in options:
         raise SystemExit("--implicit-tls needs --tls-cert/--tls-key or --tls-self-signed")
     store = MaildirStore(args.maildir)
-    server = MaildirServer(store, users, **options)
+    server = MaildirServer(store, users, say=say, **options)
     try:
         async with server:
             plain = args.listen or ([] if args.implicit_tls else [("127.0.0.1", 2525)])
             for host, port in plain:
                 bound = await server.listen(port, host)
-                print(f"listening on {bound[0]}:{bound[1]}", flush=True)
+                say(f"listening on {bound[0]}:{bound[1]}")
             for host, port in args.implicit_tls:
                 bound = await server.listen(port, host, secure=True)
-                print(f"listening on {bound[0]}:{bound[1]} (implicit TLS)", flush=True)
-            print(f"delivering to {os.path.abspath(args.maildir)}", flush=True)
+                say(f"listening on {bound[0]}:{bound[1]} (implicit TLS)")
+            say(f"delivering to {os.path.abspath(args.maildir)}")
             if ready is not None:
                 ready.set()
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
-                    print(f"{signal.Signals(signum).name}: shutting down", flush=True)
+                    say(f"{signal.Signals(signum).name}: shutting down")
                     break
             await server.close()
     finally:
@@ -178,8 +250,15 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None) -> Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Standard output and the log (standard error) are written by threads of
+    # their own: the event loop must never wait for whoever reads them.
+    console = LineWriter(sys.stdout, name="stdout")
+    errors = LineWriter(sys.stderr, name="stderr")
+    handler = WriterHandler(errors)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if args.verbose else logging.WARNING)
     backend = args.backend
     if backend is None:
         try:
@@ -191,13 +270,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     try:
         if backend == "uvloop":
-            anyio.run(run, args, backend="asyncio", backend_options={"use_uvloop": True})
+            anyio.run(run, args, None, console.put, backend="asyncio",
+                      backend_options={"use_uvloop": True})
         else:
-            anyio.run(run, args, backend=backend)
+            anyio.run(run, args, None, console.put, backend=backend)
     except* KeyboardInterrupt:
         pass
     except* OSError as group:  # e.g. address in use, from inside the task group
         for exc in group.exceptions:
-            print(f"error: {exc}", file=sys.stderr)
+            errors.put(f"error: {exc}")
         status = 1
+    finally:
+        root.removeHandler(handler)
+        # Drained, unless nobody reads them: then exit all the same.
+        close_all([console, errors], EXIT_WAIT)
     return status

@@ -156,3 +156,12 @@ def test_lmtp_mode(run_cli) -> None:
 def test_bad_arguments_fail_fast(run_cli) -> None:
     cli = run_cli("--listen", "nonsense")
     assert cli.proc.wait(timeout=15) == 2
+
+
+def test_size_defaults_to_25_mib_and_0_means_no_limit(run_cli) -> None:
+    from smtp_anyio._cli import build_parser
+
+    assert build_parser().parse_args([]).size == 26214400
+    assert build_parser().parse_args(["--size", "0"]).size == 0
+    cli = run_cli("--size", "-1")  # refused at once, not a negative limit
+    assert cli.proc.wait(timeout=15) == 2

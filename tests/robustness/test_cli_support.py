@@ -1,0 +1,100 @@
+"""The command-line server as the ``test_cli_*`` files drive it: a
+``python -m smtp_anyio`` subprocess on a port it picks and prints, a raw
+SMTP client for what smtplib will not do (a 200 MB BDAT streamed from a
+generator, a message left half-sent), and what the tests read of the
+process and its Maildir. No tests here."""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from pathlib import Path
+
+from tests.example_programs import TIMEOUT, Program
+
+QUEUE_ID = re.compile(r"\d+\.M\d+P\d+Q\d+R[0-9a-f]{8}")
+"""A queue id: ``<seconds>.M<microseconds>P<pid>Q<counter>R<random>``."""
+
+
+def cli_argv(maildir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "smtp_anyio", "--listen", "127.0.0.1:0",
+            "--maildir", str(maildir), *extra]
+
+
+class CLIProcess(Program):
+    """``python -m smtp_anyio`` on a free port, its stdout read as it comes."""
+
+    def __init__(self, maildir: Path, *extra: str) -> None:
+        super().__init__(cli_argv(maildir, *extra), cwd=maildir.parent)
+        self.smtp_port = self.port()
+        self.wait_for(r"^delivering to ")
+        self.maildir = maildir
+
+    def memory(self, field: str) -> int:
+        """``VmRSS`` (resident now) or ``VmHWM`` (its peak so far), in bytes."""
+        return memory(self.proc.pid, field)
+
+
+def memory(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def files(maildir: Path, sub: str) -> list[str]:
+    return sorted(p.name for p in (maildir / sub).iterdir())
+
+
+class Client:
+    """Command lines out, replies in, over a plain socket."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.file = self.sock.makefile("rb")
+
+    def reply(self) -> str:
+        """One reply, its lines joined by newlines; "<closed>" at EOF."""
+        lines = []
+        while True:
+            raw = self.file.readline()
+            if not raw:
+                return "\n".join([*lines, "<closed>"])
+            lines.append(raw.decode().rstrip("\r\n"))
+            if raw[3:4] != b"-":
+                return "\n".join(lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def command(self, line: str) -> str:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def hello(self) -> str:
+        """The greeting, then EHLO; returns the EHLO reply."""
+        assert self.reply().startswith("220 ")
+        return self.command("EHLO client.example")
+
+    def envelope(self) -> None:
+        assert self.command("MAIL FROM:<a@example.org>").startswith("250 ")
+        assert self.command("RCPT TO:<b@example.com>").startswith("250 ")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def queue_id(reply: str | bytes) -> str:
+    """The id in ``250 2.0.0 OK: queued as <id>`` (with or without the code)."""
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    found = re.fullmatch(rf"(?:250 )?2\.0\.0 OK: queued as ({QUEUE_ID.pattern})", text)
+    assert found, text
+    return found.group(1)
