@@ -99,6 +99,11 @@ def self_signed(directory: Path) -> tuple[str, str]:
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
          "-subj", "/CN=localhost",
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+         "-addext", "basicConstraints=critical,CA:FALSE",
+         "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
+         "-addext", "extendedKeyUsage=serverAuth",
+         "-addext", "subjectKeyIdentifier=hash",
+         "-addext", "authorityKeyIdentifier=keyid:always",
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
@@ -112,14 +117,21 @@ def _self_signed_cryptography(cert_path: Path, key_path: Path) -> None:
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
 
     key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    # The extensions strict validators (RFC 5280 profile checks: Python's
+    # VERIFY_X509_STRICT, Go, rustls) insist on, a server certificate's.
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False)
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name).issuer_name(name).public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
@@ -128,6 +140,12 @@ def _self_signed_cryptography(cert_path: Path, key_path: Path) -> None:
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1")),
         ]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public),
+                       critical=False)
         .sign(key, hashes.SHA256())
     )
     key_path.write_bytes(key.private_bytes(
