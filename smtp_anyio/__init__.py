@@ -13,7 +13,13 @@ from smtp_proto import (
     Session,
     TLSInfo,
 )
-from smtp_server import BlockingMessageStream, MessageAbortedError, SMTPError, TLSConfig
+from smtp_server import (
+    BlockingMessageStream,
+    MessageAbortedError,
+    SMTPError,
+    TLSConfig,
+    received_header,
+)
 
 from ._server import SMTPServer
 from ._stream import MessageStream
@@ -32,4 +38,5 @@ __all__ = [
     "Session",
     "TLSConfig",
     "TLSInfo",
+    "received_header",
 ]

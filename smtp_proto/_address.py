@@ -209,12 +209,17 @@ def parse_params(text: str, utf8: bool) -> dict[str, str | None]:
 
 
 def decode_xtext(value: str) -> str:
-    """RFC 3461 section 4: ``+XX`` hex escapes. Refuses malformed escapes and
-    decoded control characters (they enable log and header injection)."""
+    """RFC 3461 section 4: ``+XX`` hex escapes. Refuses malformed escapes,
+    bytes that are not UTF-8, and decoded control characters -- C0, DEL and
+    C1 -- (they enable log and header injection)."""
+    if _SURROGATE.search(value):
+        # Undecodable input bytes (surrogateescape): xtext is ASCII by
+        # definition, and such a value could not even be encoded again.
+        raise AddressError(501, "5.5.4", "Error: bad xtext encoding")
     if "+" in value:
         if value.count("+") != len(_XTEXT_HEX.findall(value)):
             raise AddressError(501, "5.5.4", "Error: bad xtext encoding")
         value = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
-    if any(c < " " or c == "\x7f" for c in value):
+    if any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
         raise AddressError(501, "5.5.4", "Error: control characters not allowed")
     return value

@@ -37,6 +37,19 @@ _HTTP_REQUEST = re.compile(
     re.IGNORECASE,
 )
 _MAX_BDAT_DIGITS = 20
+# C0 controls (TAB and a bare CR included), DEL and the C1 controls: never
+# part of a host name, and the way a header or log line gets injected.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Lines are decoded with surrogateescape: a surrogate means bytes that are not
+# UTF-8 (a well-formed UTF-8 line never decodes to one).
+_NOT_UTF8 = re.compile("[\ud800-\udfff]")
+# Excess RCPTs (452, too many recipients) a transaction may send before each
+# further one counts towards max_invalid_commands, as Postfix's
+# smtpd_recipient_overshoot_limit. RFC 5321 4.5.3.1.10 has the client send
+# the refused recipients again in a later transaction, and 4.5.3.1.8 makes
+# 100 the smallest recipient buffer a client can count on: a batch of up to
+# 100 beyond our limit is an honest client and must not cost it the message.
+_RCPT_OVERSHOOT = 100
 
 
 class _Commands(_Base):
@@ -110,10 +123,23 @@ class _Commands(_Base):
                     else "Error: command not recognized")
             self._error(500, None if lmtp else "5.5.2", text)
             return
-        host = arg.strip()
+        # Only spaces are trimmed: any other whitespace is a control character
+        # (TAB, a bare CR) and refused below, not silently dropped.
+        host = arg.strip(" ")
+        # RFC 2034: no enhanced code in any reply to HELO/EHLO (so none of the
+        # three 501s below carries the 5.5.2 or 5.5.4 it would elsewhere).
         if not host or " " in host:
-            # RFC 2034: no enhanced code in any reply to HELO/EHLO.
             self._error(501, None, f"Error: syntax: {verb} hostname")
+            return
+        # The name goes into session.host_name_appears_as, and from there into
+        # logs and Received: headers: refuse what could forge a line there, or
+        # fail to encode later (RFC 5321 4.1.1.1: a Domain or address-literal;
+        # RFC 6531 keeps UTF-8 U-labels, so non-ASCII UTF-8 stays welcome).
+        if _NOT_UTF8.search(host):
+            self._error(501, None, f"Error: {verb} hostname is not valid UTF-8")
+            return
+        if _CONTROL.search(host):
+            self._error(501, None, f"Error: control characters not allowed in {verb} hostname")
             return
         self._events.append(Hello(verb, host))  # type: ignore[arg-type]
 
@@ -179,7 +205,12 @@ class _Commands(_Base):
             return
         limit = self.config.max_recipients
         if limit is not None and len(envelope.rcpt_to) >= limit:
-            # RFC 5321 section 4.5.3.1.10
+            # RFC 5321 section 4.5.3.1.10. Past the overshoot allowance each
+            # one is a client error, so a flood of them ends in the 421 of
+            # max_invalid_commands instead of going on for ever.
+            self._overshoot += 1
+            if self._overshoot > _RCPT_OVERSHOOT and self._count_invalid():
+                return
             self._reply(452, "Error: too many recipients", "4.5.3")
             return
         try:

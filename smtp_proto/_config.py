@@ -94,7 +94,8 @@ class ServerConfig:
     """Maximum message size in bytes: advertised, checked on MAIL SIZE=,
     counted during the transfer (552 at the end)."""
     max_recipients: int | None = 1000
-    """Recipients per transaction; more get 452 4.5.3."""
+    """Recipients per transaction; more get 452 4.5.3 (past 100 of those in
+    a transaction, each also counts towards ``max_invalid_commands``)."""
     max_command_length: int = 512
     """Longest command line, CRLF included (RFC 5321 section 4.5.3.1.4). MAIL
     and RCPT get the extra room their extensions define, AUTH and SASL
@@ -103,7 +104,8 @@ class ServerConfig:
     """Commands allowed before AUTH while authentication is required."""
     max_invalid_commands: int | None = 10
     """Client errors tolerated: every 500, 501, 502, 503, 504 or 555 the core
-    sends counts, and an accepted message resets the count (as smtp-server).
+    sends counts (and excess RCPTs, see ``max_recipients``), and an accepted
+    message resets the count (as smtp-server).
     The error after the limit is answered 421 and the connection closes."""
 
     use_xclient: bool = False

@@ -104,6 +104,7 @@ class ServerConnection(_Decisions):
         self._bdat_last = False
         self._bdat_error = None
         self._invalid = 0
+        self._overshoot = 0
         self._unauthenticated = 0
         self._skipping = False
 

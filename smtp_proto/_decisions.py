@@ -88,6 +88,7 @@ class _Decisions(_Commands):
         enhanced = enhanced or default_enh
         if isinstance(event, MailFrom):
             session.envelope.mail_from = event
+            self._overshoot = 0  # the allowance is per transaction (as Postfix's)
         elif isinstance(event, RcptTo):
             session.envelope.rcpt_to.append(event)
         elif isinstance(event, MessageComplete):

@@ -50,6 +50,11 @@ def _parse_v1(line: bytes) -> ProxyHeader:
         return ProxyHeader(version=1, command="PROXY", protocol="UNKNOWN")
     if len(parts) != 6 or parts[1] not in ("TCP4", "TCP6"):
         raise ValueError("bad PROXY v1 header")
+    # ipaddress reads any text after "%" as an IPv6 zone, a bare CR or LF
+    # included (only CRLF ends the line): it would become the session's
+    # address. The spec's addresses are inet_ntop's, which has no zone.
+    if "%" in parts[2] or "%" in parts[3]:
+        raise ValueError("bad PROXY v1 address")
     cls = ipaddress.IPv4Address if parts[1] == "TCP4" else ipaddress.IPv6Address
     src, dst = cls(parts[2]), cls(parts[3])
     return ProxyHeader(
@@ -57,6 +62,19 @@ def _parse_v1(line: bytes) -> ProxyHeader:
         source_address=str(src), source_port=_port(parts[4]),
         dest_address=str(dst), dest_port=_port(parts[5]),
     )
+
+
+def _unix_path(raw: bytes) -> str:
+    """A v2 UNIX address, NUL-padded. It becomes the session's address: a
+    path that is not UTF-8 or holds a control character (a CR or LF to forge
+    a log or header line) is refused rather than guessed at."""
+    try:
+        path = raw.split(b"\x00", 1)[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("bad PROXY v2 UNIX address") from None
+    if any(c < " " or "\x7f" <= c <= "\x9f" for c in path):
+        raise ValueError("bad PROXY v2 UNIX address")
+    return path
 
 
 def _parse_v2(buf: bytes | bytearray) -> tuple[ProxyHeader, int] | None:
@@ -85,8 +103,7 @@ def _parse_v2(buf: bytes | bytearray) -> tuple[ProxyHeader, int] | None:
         dst = str(ipaddress.IPv6Address(body[16:32]))
         sport, dport = struct.unpack_from("!HH", body, 32)
     elif addr_len == 216:
-        src = body[0:108].split(b"\x00", 1)[0].decode("utf-8", "replace")
-        dst = body[108:216].split(b"\x00", 1)[0].decode("utf-8", "replace")
+        src, dst = _unix_path(body[0:108]), _unix_path(body[108:216])
     tlvs = []
     pos = addr_len
     while pos < len(body):

@@ -99,8 +99,13 @@ class Session:
     def transmission_type(self) -> str:
         """RFC 3848 / RFC 6531 protocol name: SMTP, ESMTP, ESMTPS, ESMTPSA,
         LMTP, LMTPSA, UTF8SMTPS..."""
+        return self.transmission_type_for(self.envelope)
+
+    def transmission_type_for(self, envelope: Envelope) -> str:
+        """:attr:`transmission_type` for a transaction of this session that
+        is not (or no longer) :attr:`envelope`: whether it used SMTPUTF8."""
         kind = "LMTP" if self.lmtp else "SMTP"
-        if self.envelope.smtputf8:
+        if envelope.smtputf8:
             kind = "UTF8" + kind  # RFC 6531 section 3.7.3: UTF8SMTP, UTF8LMTPSA...
         elif self.opening_command == "EHLO":
             kind = "E" + kind

@@ -59,7 +59,7 @@ class _Base:
     __slots__ = (
         "_bare", "_bdat_error", "_bdat_last", "_bdat_remaining", "_bdat_size", "_body",
         "_buf", "_closed_reason", "_eof", "_events", "_exceeded", "_fatal", "_invalid",
-        "_msg_mechanism", "_msg_open", "_msg_size", "_out", "_pending", "_sasl",
+        "_msg_mechanism", "_msg_open", "_msg_size", "_out", "_overshoot", "_pending", "_sasl",
         "_sasl_final", "_skipping", "_state", "_unauthenticated", "config", "session",
     )
 
@@ -85,6 +85,8 @@ class _Base:
     _bdat_last: bool
     _bdat_error: tuple[int, str, str] | None
     _invalid: int
+    _overshoot: int
+    """Excess RCPTs (452, too many recipients) in the current transaction."""
     _unauthenticated: int
 
     # -- replies -------------------------------------------------------------
@@ -102,13 +104,19 @@ class _Base:
 
     def _error(self, code: int, enhanced: str | None, text: str) -> None:
         """A reply to a client mistake; counts towards ``max_invalid_commands``."""
-        if code in _INVALID_CODES:
-            self._invalid += 1
-            limit = self.config.max_invalid_commands
-            if limit is not None and self._invalid > limit:
-                self._fail("4.7.0", "Error: too many invalid commands", "too many invalid commands")
-                return
+        if code in _INVALID_CODES and self._count_invalid():
+            return
         self._reply(code, text, enhanced)
+
+    def _count_invalid(self) -> bool:
+        """Count one client error; past ``max_invalid_commands`` send the 421
+        in place of the error's reply and return True."""
+        self._invalid += 1
+        limit = self.config.max_invalid_commands
+        if limit is not None and self._invalid > limit:
+            self._fail("4.7.0", "Error: too many invalid commands", "too many invalid commands")
+            return True
+        return False
 
     def _greeting_text(self) -> str:
         cfg = self.config

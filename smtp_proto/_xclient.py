@@ -44,6 +44,10 @@ def parse_attributes(arg: str, allowed: tuple[str, ...]) -> dict[str, str | None
         if value is not None and key == "ADDR":
             candidate = value[5:] if value[:5].upper() == "IPV6:" else value
             try:
+                # ipaddress takes any text after "%" as an IPv6 zone; a zone
+                # means nothing on another host, so it is no client address.
+                if "%" in candidate:
+                    raise ValueError(candidate)
                 value = str(ipaddress.ip_address(candidate))
             except ValueError:
                 raise _syntax("Error: bad command parameter syntax: invalid address") from None

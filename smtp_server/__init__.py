@@ -34,6 +34,7 @@ from ._errors import MessageAbortedError, SMTPError
 from ._host import ServerHost
 from ._limits import AUTH_BLOCKED, TOO_MANY_CONNECTIONS, ClientLimits, ClientSlot, CommandDeadline
 from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
+from ._received import received_header
 from ._tls import TLSConfig, TLSContexts, tls_info
 from ._typed_options import ServerOptions
 
@@ -71,6 +72,7 @@ __all__ = [
     "new_session_id",
     "normalise_address",
     "parse_options",
+    "received_header",
     "refuse",
     "succeeded",
     "tls_info",

@@ -6,7 +6,7 @@ with plain-function handlers and a file-like message stream.
 
 from smtp_proto import AuthAttempt, Envelope, MailFrom, RcptTo, ServerConfig, Session, TLSInfo
 from smtp_server import BlockingMessageStream as MessageStream
-from smtp_server import MessageAbortedError, SMTPError, TLSConfig
+from smtp_server import MessageAbortedError, SMTPError, TLSConfig, received_header
 
 from ._server import DEFAULT_MAX_CONNECTIONS, SMTPServer
 
@@ -24,4 +24,5 @@ __all__ = [
     "Session",
     "TLSConfig",
     "TLSInfo",
+    "received_header",
 ]

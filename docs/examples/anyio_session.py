@@ -3,26 +3,10 @@ that keeps the DSN parameters for the bounces to come."""
 
 from __future__ import annotations
 
-import email.utils
 import json
 from typing import Any
 
-from smtp_anyio import MessageStream, Session, SMTPServer
-
-
-def received_header(session: Session, by: str) -> str:
-    """The ``Received:`` line (RFC 5321 section 4.4) for the current message."""
-    client = session.client_hostname or ""
-    reverse_dns = "unknown" if client.startswith("[") or not client else client
-    text = (f"Received: from {session.host_name_appears_as or 'unknown'} "
-            f"({reverse_dns} [{session.remote_address}])\r\n\tby {by}")
-    if session.tls is not None:
-        text += f" (using {session.tls.version} with cipher {session.tls.cipher})"
-    text += f"\r\n\twith {session.transmission_type} id {session.id}-{session.transaction}"
-    recipients = session.envelope.rcpt_to
-    if len(recipients) == 1:  # RFC 5321: "for" only names a single recipient
-        text += f"\r\n\tfor <{recipients[0].address}>"
-    return text + f"; {email.utils.formatdate(localtime=True)}\r\n"
+from smtp_anyio import MessageStream, Session, SMTPServer, received_header
 
 
 def queue_record(session: Session) -> dict[str, Any]:
@@ -50,6 +34,8 @@ class TracingServer(SMTPServer):
         self.queue: list[tuple[str, bytes]] = []  # (JSON record, message)
 
     async def on_data(self, stream: MessageStream, session: Session) -> None:
+        # The trace header (RFC 5321 section 4.4). What the client said is
+        # checked and escaped by received_header: it cannot add a line.
         header = received_header(session, by=self.name)
-        message = header.encode() + await stream.read()
+        message = header.encode("utf-8") + await stream.read()
         self.queue.append((json.dumps(queue_record(session)), message))

@@ -286,7 +286,11 @@ def summary(run: Run, config: ServerConfig) -> tuple[object, ...]:
 
 
 _eol = st.sampled_from([CRLF, CRLF, CRLF, b"\n"])
-_host = st.sampled_from(["client.example", "[192.0.2.1]", "bad.example", "", "two words"])
+_host = st.sampled_from([
+    "client.example", "[192.0.2.1]", "bad.example", "", "two words",
+    # refused (control characters, not UTF-8) or kept (UTF-8) by the core
+    "a\rX-Injected:yes", "a\tb", "\udcff\udcfe", "a\x00", "a\u0085b", "b\u00fccher.example",
+])
 _paths = st.sampled_from([
     "<alice@example.com>", "<bad@example.com>", "<>", "<postmaster>", "<no-at-sign>",
     "<\u00fc@example.com>", "alice@example.com", " <bob@example.org>",
@@ -546,6 +550,7 @@ _INVALID = frozenset({500, 501, 502, 503, 504, 555})
 _MAX_AUTH_FAILURES = 5
 _SIZE = 400
 _MAX_RCPT = 3
+_RCPT_OVERSHOOT = 100
 _MAIL_EXTRA = 26 + 100 + 500 + 16 + 9 + 11  # RFC 1870, 3461, 4954, 6152, 6531, 8689
 _RCPT_EXTRA = 500  # RFC 3461
 
@@ -617,6 +622,7 @@ class Model:
     user: str | None = None
     auth_failures: int = 0
     invalid: int = 0
+    overshoot: int = 0  # RCPTs refused with 452 in this transaction
     closed: bool = False
     transaction: int = 1
 
@@ -686,8 +692,9 @@ class SessionMachine(RuleBasedStateMachine):
         return cut(data, points)
 
     def err(self, code: int) -> list[int]:
-        """A core error reply; the invalid ones count towards the limit."""
-        if code in _INVALID:
+        """A core error reply; the invalid ones (and 452s past the RCPT
+        overshoot) count towards the limit."""
+        if code in _INVALID or code == 452:
             self.m.invalid += 1
             limit = self.cfg.max_invalid_commands
             if limit is not None and self.m.invalid > limit:
@@ -721,21 +728,24 @@ class SessionMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: not self.m.closed)
     @rule(verb=st.sampled_from(["HELO", "EHLO", "LHLO"]),
-          host=_weighted(["client.example"], ["bad.example", "", "a b"]))
+          host=_weighted(["client.example"], ["bad.example", "", "a b", "a\rb", "\udcff",
+                                               "a\x1bb", "b\u00fccher.example"]))
     def hello(self, verb: str, host: str) -> None:
         m = self.m
         was_open = m.bdat is not None
         if self.cfg.lmtp != (verb == "LHLO"):
             expected = self.err(500)
-        elif not host or " " in host:
-            expected = self.err(501)
+        elif not host or " " in host or any(
+                c < " " or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\udfff" for c in host):
+            expected = self.err(501)  # syntax, a control character (C0, DEL, C1), not UTF-8
         elif "bad" in host:
             expected = [550]  # a refused greeting changes nothing
         else:
             expected = [250]  # RFC 5321 4.1.4: like RSET, open BDAT message included
             m.greeted = True
             m.reset()
-        codes, events, texts = self.send(f"{verb} {host}\r\n".encode())
+        line = f"{verb} {host}\r\n".encode("utf-8", "surrogateescape")
+        codes, events, texts = self.send(line)
         assert codes == expected, (codes, expected, texts)
         if codes in ([250], [501], [550]) or (codes == [500] and self.cfg.lmtp):
             # RFC 2034: no enhanced code in replies to HELO/EHLO (and LHLO).
@@ -868,6 +878,7 @@ class SessionMachine(RuleBasedStateMachine):
         else:
             want = [250]
             m.mail = address
+            m.overshoot = 0  # a new transaction: a new allowance
             m.smtputf8 = param == "SMTPUTF8"
             m.binarymime = param == "BODY=BINARYMIME"
         return want
@@ -892,7 +903,9 @@ class SessionMachine(RuleBasedStateMachine):
         if not m.greeted or m.mail is None or m.bdat is not None:
             want = self.err(503)
         elif len(m.rcpts) >= _MAX_RCPT:
-            want = [452]  # RFC 5321 4.5.3.1.10
+            # RFC 5321 4.5.3.1.10; past 100 of them, each is also a client error.
+            m.overshoot += 1
+            want = [452] if m.overshoot <= _RCPT_OVERSHOOT else self.err(452)
         elif error is not None:
             want = self.err(error)
         elif "bad" in address:

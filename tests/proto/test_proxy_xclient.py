@@ -215,6 +215,15 @@ INVALID = [
     pytest.param(v2(1, 0x11, inet4("1.2.3.4", "5.6.7.8", 1, 2) + b"\x01\x00\x05ab"),
                  id="v2-truncated-tlv-value"),
     pytest.param(b"\r\n\r\n\x00\r\nQUIT!" + b"\x21\x11\x00\x00", id="v2-bad-signature"),
+    # ipaddress takes any text after "%" as an IPv6 zone, and only CRLF ends
+    # a v1 line: without a check, these became the session's address.
+    pytest.param(b"PROXY TCP6 fe80::1%a\nX-Injected:yes ::1 1 2\r\n", id="v1-zone-bare-lf"),
+    pytest.param(b"PROXY TCP6 fe80::1%\x1b[31m ::1 1 2\r\n", id="v1-zone-esc"),
+    pytest.param(b"PROXY TCP6 ::1 fe80::1%eth0 1 2\r\n", id="v1-zone"),
+    pytest.param(v2(1, 0x31, unix(b"/run/a\r\nX-Injected: yes", b"/run/smtp.sock")),
+                 id="v2-unix-crlf"),
+    pytest.param(v2(1, 0x31, unix(b"/run/smtp.sock", b"/run/\xc2\x85")), id="v2-unix-c1"),
+    pytest.param(v2(1, 0x31, unix(b"/run/\xff\xfe", b"/run/smtp.sock")), id="v2-unix-not-utf8"),
 ]
 
 
