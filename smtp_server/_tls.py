@@ -9,6 +9,7 @@ a file path; ``ca`` PEM text, a path, or a list of either. An
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ _VERSIONS = {
     "TLSv1.3": ssl.TLSVersion.TLSv1_3,
 }
 _SERVERNAME_ATTR = "_smtp_servername"
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?")
 
 
 def _is_pem(value: PEM) -> bool:
@@ -212,6 +214,11 @@ class TLSContexts:
         self, sslobj: ssl.SSLObject | ssl.SSLSocket, servername: str | None,
         ctx: ssl.SSLContext,
     ) -> None:
+        if servername is not None and not _HOST_NAME.fullmatch(servername):
+            # Not a host name (RFC 6066 says a DNS name; OpenSSL passes on
+            # anything, CR and LF included): the session never shows it, an
+            # application could write it into a header.
+            servername = None
         setattr(sslobj, _SERVERNAME_ATTR, servername)
         chosen = self._sni.get(servername.lower().rstrip(".")) if servername else None
         if chosen is None:

@@ -102,3 +102,23 @@ def test_tls12_sessions_resume(start_server: Any, tls: TLSMaterial, tmp_path: An
     reused = sum("Reused, TLSv1.2" in _session_client(port, *extra, "-sess_in", str(session))
                  for _ in range(5))
     assert reused == 5
+
+
+@pytest.mark.parametrize(("sent", "seen"), [
+    ("mail.example.com", "mail.example.com"),
+    ("a\r\nX-Injected: yes", None),     # not a host name: not shown to the application
+    ("tab\there.example", None),
+])
+def test_only_a_host_name_reaches_the_session_as_servername(
+    start_server: Any, tls: TLSMaterial, sent: str, seen: str | None
+) -> None:
+    from .raw_smtp import Recorder
+
+    names = Recorder()
+    running = start_server(listeners=LISTENERS, auth_optional=True,
+                           on_secure=lambda info, session: names.add(
+                               (info.servername, session.servername)),
+                           **tls.server_options)
+    ok, output = _handshake(running.ports["tls"], "-servername", sent)
+    assert ok, output[-600:]
+    assert names.wait_for(1) == [(seen, seen)]
