@@ -249,6 +249,13 @@ class _Commands(_Base):
             # RFC 3030 section 3: BINARYMIME bodies must be sent with BDAT.
             self._error(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT")
             return
+        if self.config.forbid_unauth_pipelining and self._buf and self.session.user is None:
+            # The body (or anything) came before the 354 it must wait for:
+            # a client that ignores replies, which is how smuggling and
+            # spam bots talk (Postfix's smtpd_forbid_unauth_pipelining).
+            self._fail("5.5.0", "Error: SMTP protocol synchronization",
+                       "input pipelined behind DATA (forbid_unauth_pipelining)", code=554)
+            return
         self._reply(354, "End data with <CR><LF>.<CR><LF>")
         self._start_message("DATA")
         self._body = DotBody(self._buf)

@@ -120,6 +120,13 @@ class ServerConfig:
     bare_line_endings: Literal["keep", "reject"] = "keep"
     """Bare CR or LF inside DATA: kept as message bytes, or the message is
     refused with 554 5.6.0. Either way only CRLF.CRLF ends a message."""
+    forbid_unauth_pipelining: bool = False
+    """A client that is not authenticated and sends more behind DATA
+    without waiting for the 354 (RFC 2920 section 3.1: DATA ends a group) is
+    answered ``554 5.5.0 Error: SMTP protocol synchronization`` and
+    disconnected, as Postfix's ``smtpd_forbid_unauth_pipelining`` does. It
+    judges what has arrived by then, so it depends on how the input is
+    split: that timing is what it exists to detect."""
 
     # Derived once from the options above (read on every command).
     enhanced_status_codes: bool = field(default=True, init=False, repr=False)

@@ -141,9 +141,10 @@ class _Base:
         self._pending = None
         self._buf.clear()
 
-    def _fail(self, enhanced: str, text: str, reason: str) -> None:
-        """A fatal peer error: 421, then ``RemoteProtocolError`` from next_event."""
-        self._send(421, f"{self.config.name} {text}", enhanced)
+    def _fail(self, enhanced: str, text: str, reason: str, code: int = 421) -> None:
+        """A fatal peer error: 421 (or ``code``), then ``RemoteProtocolError``
+        from next_event."""
+        self._send(code, f"{self.config.name} {text}" if code == 421 else text, enhanced)
         self._abort_message("connection_lost")
         self._state = State.ERROR
         self._fatal = reason

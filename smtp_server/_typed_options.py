@@ -59,6 +59,7 @@ class ServerOptions(TypedDict, total=False):
     use_proxy: bool | Sequence[str]
     reject_early_talkers: bool
     bare_line_endings: Literal["keep", "reject"]
+    forbid_unauth_pipelining: bool
     # -- TLS (TLSConfig) --
     key: PEM | None
     cert: PEM | None
