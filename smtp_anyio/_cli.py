@@ -19,8 +19,17 @@ import anyio
 from smtp_proto import AuthAttempt, Session
 from smtp_server import HIGH_WATER, ServerOptions, SMTPError
 
+from ._cli_checks import (
+    BadInput,
+    OneLineParser,
+    address,
+    check_tls,
+    load_users,
+    resolvable,
+    server_name,
+)
 from ._cli_output import LineWriter, WriterHandler, close_all
-from ._maildir import MaildirStore, check_credentials, describe, load_auth_file
+from ._maildir import MaildirStore, check_credentials, describe
 from ._server import SMTPServer
 from ._stream import MessageStream
 
@@ -45,13 +54,6 @@ EXIT_WAIT = 5.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def _size(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}")
@@ -59,13 +61,13 @@ def _size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m smtp_anyio",
         description="An SMTP server that stores every message it accepts in a Maildir.",
     )
-    parser.add_argument("--listen", action="append", type=_address, metavar="HOST:PORT",
+    parser.add_argument("--listen", action="append", type=address, metavar="HOST:PORT",
                         help="plain/STARTTLS listener (repeatable; default 127.0.0.1:2525)")
-    parser.add_argument("--implicit-tls", action="append", type=_address, default=[],
+    parser.add_argument("--implicit-tls", action="append", type=address, default=[],
                         metavar="HOST:PORT", help="implicit-TLS listener (repeatable)")
     parser.add_argument("--maildir", default="maildir", help="Maildir to deliver into")
     parser.add_argument("--tls-cert", help="certificate chain (PEM file)")
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lmtp", action="store_true", help="speak LMTP instead of SMTP")
     parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="BYTES",
                         help=f"maximum message size in bytes, 0 for none (default {DEFAULT_SIZE})")
-    parser.add_argument("--name", default=None, help="server name in the greeting")
+    parser.add_argument("--name", default=None, type=server_name,
+                        help="server name in the greeting")
     parser.add_argument("--backend", choices=("asyncio", "uvloop", "trio"), default=None,
                         help="event loop (default: uvloop when installed, else asyncio)")
     parser.add_argument("--allow-insecure-auth", action="store_true",
@@ -227,7 +230,7 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
     options: ServerOptions = {"lmtp": args.lmtp, "size": args.size or None}
     if args.name:
         options["name"] = args.name
-    users = load_auth_file(args.auth_file) if args.auth_file else None
+    users = load_users(args.auth_file) if args.auth_file else None
     options["auth_optional"] = users is None
     options["allow_insecure_auth"] = args.allow_insecure_auth
     # Without users there is nobody to log in: AUTH is not offered at all.
@@ -266,8 +269,31 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
             tmp.cleanup()
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What argparse cannot see: files, certificates, host names. Raises
+    :class:`BadInput` naming the option (and file and line)."""
+    if args.auth_file:
+        load_users(args.auth_file)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise BadInput("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        check_tls(args.tls_cert, args.tls_key)
+    if args.implicit_tls and not (args.tls_cert or args.tls_self_signed):
+        raise BadInput("--implicit-tls needs --tls-cert/--tls-key or --tls-self-signed")
+    for option, listeners in (("--listen", args.listen or ()),
+                              ("--implicit-tls", args.implicit_tls)):
+        for host, port in listeners:
+            resolvable(option, host, port)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_arguments(args)
+    except BadInput as exc:
+        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+        return 2
     # Standard output and the log (standard error) are written by threads of
     # their own: the event loop must never wait for whoever reads them.
     console = LineWriter(sys.stdout, name="stdout")
@@ -295,8 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except* KeyboardInterrupt:
         pass
     except* OSError as group:  # e.g. address in use, from inside the task group
-        for exc in group.exceptions:
-            errors.put(f"error: {exc}")
+        for error in group.exceptions:
+            errors.put(f"error: {error}")
         status = 1
     finally:
         root.removeHandler(handler)

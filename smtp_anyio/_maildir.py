@@ -20,7 +20,7 @@ from pathlib import Path
 
 from smtp_proto import AuthAttempt, Session
 
-__all__ = ["Delivery", "MaildirStore", "check_credentials", "load_auth_file"]
+__all__ = ["Delivery", "MaildirStore", "check_credentials"]
 
 SUBFOLDERS = ("tmp", "new", "cur")
 
@@ -205,20 +205,6 @@ def _unlink(path: Path, *, quiet: bool = False) -> None:
     except OSError:
         if not quiet:
             raise
-
-
-def load_auth_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """``user:password`` per line; blank lines and ``#`` comments ignored."""
-    users: dict[str, str] = {}
-    for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        if not sep or not user:
-            raise ValueError(f"{path}:{number}: expected user:password")
-        users[user] = password
-    return users
 
 
 def check_credentials(users: Mapping[str, str], auth: AuthAttempt) -> bool:
