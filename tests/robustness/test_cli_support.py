@@ -7,11 +7,10 @@ process and its Maildir. No tests here."""
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from pathlib import Path
 
-from tests.example_programs import TIMEOUT, Program
+from tests.example_programs import Program, Raw
 
 QUEUE_ID = re.compile(r"\d+\.M\d+P\d+Q\d+R[0-9a-f]{8}")
 """A queue id: ``<seconds>.M<microseconds>P<pid>Q<counter>R<random>``."""
@@ -47,29 +46,15 @@ def files(maildir: Path, sub: str) -> list[str]:
     return sorted(p.name for p in (maildir / sub).iterdir())
 
 
-class Client:
-    """Command lines out, replies in, over a plain socket."""
+class Client(Raw):
+    """``example_programs.Raw`` with each reply as one string (its lines
+    joined by newlines; "<closed>" at EOF), which these tests compare."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.file = self.sock.makefile("rb")
+    def reply(self) -> str:  # type: ignore[override]
+        return "\n".join(super().reply())
 
-    def reply(self) -> str:
-        """One reply, its lines joined by newlines; "<closed>" at EOF."""
-        lines = []
-        while True:
-            raw = self.file.readline()
-            if not raw:
-                return "\n".join([*lines, "<closed>"])
-            lines.append(raw.decode().rstrip("\r\n"))
-            if raw[3:4] != b"-":
-                return "\n".join(lines)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def command(self, line: str) -> str:
-        self.send(line.encode() + b"\r\n")
+    def command(self, line: str) -> str:  # type: ignore[override]
+        self.send(line + "\r\n")
         return self.reply()
 
     def hello(self) -> str:
@@ -80,16 +65,6 @@ class Client:
     def envelope(self) -> None:
         assert self.command("MAIL FROM:<a@example.org>").startswith("250 ")
         assert self.command("RCPT TO:<b@example.com>").startswith("250 ")
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def queue_id(reply: str | bytes) -> str:
