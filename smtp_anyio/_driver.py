@@ -50,6 +50,8 @@ from smtp_server import (
     default_decision,
     failed,
     failed_auth,
+    log_closed,
+    log_opened,
     refuse,
     succeeded,
 )
@@ -252,6 +254,8 @@ class Connection(MessageFlow):
         """The connection's task: set up, then watch for the end or idleness.
         The server forgets the connection when this returns."""
         server = self.server
+        opened = time.monotonic()
+        log_opened(self.log, self.session)
         try:
             if self.implicit_tls and self.conn.state is not State.PROXY:
                 self._pause("tls")
@@ -267,6 +271,7 @@ class Connection(MessageFlow):
                     await self.io.aclose()
                     if close is not None:
                         await self._call(close, self.session)
+            log_closed(self.log, self.session, time.monotonic() - opened)
 
     async def _session(self) -> bool:
         """Set up, serve, wind down; True if the connection's other tasks

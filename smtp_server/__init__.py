@@ -35,6 +35,7 @@ from ._host import ServerHost
 from ._limits import AUTH_BLOCKED, TOO_MANY_CONNECTIONS, ClientLimits, ClientSlot, CommandDeadline
 from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
 from ._received import received_header
+from ._session_log import log_closed, log_opened
 from ._tls import TLSConfig, TLSContexts, tls_info
 from ._typed_options import ServerOptions
 
@@ -69,6 +70,8 @@ __all__ = [
     "failed",
     "failed_auth",
     "handler_error",
+    "log_closed",
+    "log_opened",
     "new_session_id",
     "normalise_address",
     "parse_options",

@@ -56,6 +56,8 @@ from smtp_server import (
     failed,
     failed_auth,
     handler_error,
+    log_closed,
+    log_opened,
     new_session_id,
     normalise_address,
     refuse,
@@ -126,6 +128,8 @@ class SyncConnection:
     def run(self) -> None:
         """The connection's thread, to the end of ``on_close`` (the server
         forgets the connection when this returns)."""
+        opened = time.monotonic()
+        log_opened(self.log, self.session)
         try:
             _kernel_timeouts(self.sock, self.server.options.socket_timeout)
             if self._setup():
@@ -145,6 +149,7 @@ class SyncConnection:
             handler = self.server.handlers.close
             if handler is not None and not self._refused_client:
                 self._call(handler, self.session)
+            log_closed(self.log, self.session, time.monotonic() - opened)
 
     def _setup(self) -> bool:
         conn = self.conn
