@@ -4,6 +4,8 @@ accepted message in a Maildir and prints one line per message."""
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
 import os
 import signal
@@ -54,6 +56,20 @@ EXIT_WAIT = 5.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class JSONFormatter(logging.Formatter):
+    """``--log-json``: one JSON object per record, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def _size(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}")
@@ -84,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="event loop (default: uvloop when installed, else asyncio)")
     parser.add_argument("--allow-insecure-auth", action="store_true",
                         help="allow AUTH before TLS (with --auth-file)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every session")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: a log line per connection and event (INFO); -vv: DEBUG too")
+    parser.add_argument("--log-json", action="store_true",
+                        help="log records as JSON lines (time, level, logger, message)")
     return parser
 
 
@@ -299,10 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = LineWriter(sys.stdout, name="stdout")
     errors = LineWriter(sys.stderr, name="stderr")
     handler = WriterHandler(errors)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(JSONFormatter() if args.log_json else logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    root.setLevel({0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG))
     backend = args.backend
     if backend is None:
         try:

@@ -9,6 +9,7 @@ blocks (file I/O); the command-line server calls it in worker threads.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import hmac
 import itertools
@@ -220,8 +221,15 @@ def check_credentials(users: Mapping[str, str], auth: AuthAttempt) -> bool:
 
 
 def describe(session: Session, size: int) -> str:
-    """One log line for a delivered message."""
+    """One log line for a delivered message (after its file name)."""
     envelope = session.envelope
     sender = envelope.mail_from.address if envelope.mail_from else ""
     recipients = ",".join(r.address for r in envelope.rcpt_to)
-    return f"from=<{sender}> to=<{recipients}> size={size} client={session.remote_address}"
+    tls = session.tls.version if session.tls is not None else "no"
+    user = session.user if isinstance(session.user, str) else (
+        "-" if session.user is None else type(session.user).__name__)
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    # ascii(): a client's address text cannot break the line or the terminal.
+    return (f"from=<{ascii(sender)[1:-1]}> to=<{ascii(recipients)[1:-1]}> size={size} "
+            f"client={session.remote_address} session={session.id} tls={tls} "
+            f"user={ascii(user)[1:-1]} time={when.replace('+00:00', 'Z')}")

@@ -80,3 +80,21 @@ def test_good_tls_files_pass_the_checks(tmp_path: Path) -> None:
         ["--tls-cert", str(files["cert"]), "--tls-key", str(files["key"]),
          "--listen", "127.0.0.1:0", "--implicit-tls", "localhost:0"])
     check_arguments(args)  # raises BadInput otherwise
+
+
+def test_verbosity_and_json_logs(tmp_path: Path) -> None:
+    """-v is INFO, -vv DEBUG; --log-json makes each record a JSON object."""
+    import json
+    import logging
+
+    from smtp_anyio._cli import JSONFormatter, build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([]).verbose == 0
+    assert parser.parse_args(["-vv"]).verbose == 2
+    record = logging.LogRecord("smtp_anyio", logging.INFO, __file__, 1,
+                               "[%s] connection from %s", ("abc", "127.0.0.1:1"), None)
+    entry = json.loads(JSONFormatter().format(record))
+    assert entry["message"] == "[abc] connection from 127.0.0.1:1"
+    assert entry["level"] == "INFO" and entry["logger"] == "smtp_anyio"
+    assert entry["time"].endswith("Z")

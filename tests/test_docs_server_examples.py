@@ -997,7 +997,8 @@ def test_cli_default_command_delivers_to_a_maildir(tmp_path: Path) -> None:
             reply = client.sendmail("a@example.org", ["b@example.com", "c@example.com"], body)
             assert reply == {}
         line = cli.wait_for(r"^(\S+) from=<a@example\.org> to=<b@example\.com,c@example\.com> "
-                            rf"size={len(body)} client=127\.0\.0\.1$")
+                            rf"size={len(body)} client=127\.0\.0\.1 "
+                            r"session=\w+ tls=\S+ user=\S+ time=\S+Z$")
         [message] = cli.delivered()
         assert message.name == line.group(1)
         assert message.read_bytes() == b"Subject: cli\r\n\r\nhello\r\n"
@@ -1036,11 +1037,11 @@ def test_cli_self_signed_certificate(tmp_path: Path) -> None:
                               timeout=TIMEOUT) as client:
             assert common_name(insecure_peer(client.sock)) == "localhost"
             client.sendmail("a@example.org", ["b@example.com"], b"secret\r\n")
-        cli.wait_for(r" size=8 client=127\.0\.0\.1$")
+        cli.wait_for(r" size=8 client=127\.0\.0\.1 session=\w+ tls=\S+ user=\S+ time=\S+Z$")
         with smtplib.SMTP("127.0.0.1", cli.ports[0], timeout=TIMEOUT) as client:
             client.starttls(context=context)
             client.sendmail("a@example.org", ["b@example.com"], b"also secret\r\n")
-        cli.wait_for(r" size=13 client=127\.0\.0\.1$")
+        cli.wait_for(r" size=13 client=127\.0\.0\.1 session=\w+ tls=\S+ user=\S+ time=\S+Z$")
         assert cli.maildir.name == "tls-mail"
 
 
