@@ -34,6 +34,7 @@ from smtp_server import (
     answer,
     handler_error,
     new_session_id,
+    session_transcript,
 )
 
 from ._stream import MessageStream
@@ -109,11 +110,13 @@ class ConnectionBase:
         self.implicit_tls = handshake
         remote = io.remote or (None, None)
         local = io.local or (None, None)
+        session_id = new_session_id()
         self.conn = ServerConnection(
             server.protocol_config,
             remote_address=remote[0], remote_port=remote[1],
             local_address=local[0], local_port=local[1],
-            session_id=new_session_id(), tls=tls,
+            session_id=session_id, tls=tls,
+            transcript=session_transcript(server.logger, session_id),
         )
         self.session: Session = self.conn.session
         self.log: logging.Logger = server.logger

@@ -19,6 +19,8 @@ same bytes in any split it produces the same events and the same replies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ._config import ServerConfig
 from ._data import has_bare_line_ending
 from ._decisions import _Decisions
@@ -51,12 +53,20 @@ _RCPT_EXTRA = 500
 _TOO_LONG = object()
 _DECISIONS = (Hello, AuthAttempt, MailFrom, RcptTo, MessageComplete)
 
+
 class ServerConnection(_Decisions):
     """The protocol state of one SMTP or LMTP server connection.
 
     ``remote_address`` & co. seed the :class:`Session`; ``tls`` marks an
     implicit-TLS connection; ``expect_proxy`` overrides the config's
     ``use_proxy`` decision for this peer.
+
+    ``transcript`` (also an attribute, settable later) is called as
+    ``transcript("C", line)`` for each command line the core reads and
+    ``transcript("S", reply)`` for each reply it queues: the dialogue as a
+    log wants it, with credentials redacted (``AUTH PLAIN ***``, SASL
+    responses ``***``) and a message body as ``<message body: N bytes>``.
+    The core calls nothing else; what the callback does is the backend's.
     """
 
     __slots__ = ()
@@ -73,6 +83,7 @@ class ServerConnection(_Decisions):
         session_id: str = "",
         tls: TLSInfo | None = None,
         expect_proxy: bool | None = None,
+        transcript: Callable[[str, str], None] | None = None,
     ) -> None:
         cfg = config if config is not None else ServerConfig()
         self.config = cfg
@@ -107,6 +118,7 @@ class ServerConnection(_Decisions):
         self._overshoot = 0
         self._unauthenticated = 0
         self._skipping = False
+        self.transcript = transcript
 
     # -- read-only views -------------------------------------------------------
 
@@ -214,6 +226,8 @@ class ServerConnection(_Decisions):
             line = self._read_line()
             if line is None:
                 return self._starved()
+            if self.transcript is not None:
+                self.transcript("C", _redacted(line, state))
             if line is _TOO_LONG:
                 if state is State.SASL and self._sasl_final is None:
                     self._state = State.COMMAND
@@ -402,6 +416,8 @@ class ServerConnection(_Decisions):
             self._events.append(
                 MessageComplete(self._msg_mechanism, self._msg_size)  # type: ignore[arg-type]
             )
+        if self.transcript is not None:
+            self.transcript("C", f"<message body: {self._msg_size} bytes>")
 
     # -- the backend's actions ---------------------------------------------------
 
@@ -451,3 +467,17 @@ class ServerConnection(_Decisions):
     def idle_timeout(self) -> None:
         """The client was idle too long: 421 4.4.2 and close."""
         self.shutdown("Timeout - closing connection", 421, "4.4.2")
+
+
+def _redacted(line: object, state: State) -> str:
+    """A command line for the transcript: SASL responses and AUTH's initial
+    response (credentials, base64 or not) replaced by ``***``."""
+    if line is _TOO_LONG:
+        return "<line too long>"
+    assert isinstance(line, str)
+    if state is State.SASL:
+        return "***"
+    if line[:5].upper() == "AUTH ":
+        words = line.split(None, 2)
+        return " ".join(words[:2]) + (" ***" if len(words) > 2 else "")
+    return line

@@ -4,6 +4,7 @@ replies, error counting, closing, and the end of a transaction."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._config import ServerConfig
@@ -61,10 +62,12 @@ class _Base:
         "_buf", "_closed_reason", "_eof", "_events", "_exceeded", "_fatal", "_invalid",
         "_msg_mechanism", "_msg_open", "_msg_size", "_out", "_overshoot", "_pending", "_sasl",
         "_sasl_final", "_skipping", "_state", "_unauthenticated", "config", "session",
+        "transcript",
     )
 
     config: ServerConfig
     session: Session
+    transcript: Callable[[str, str], None] | None
     _state: State
     _buf: bytearray
     _out: list[bytes]
@@ -94,7 +97,10 @@ class _Base:
     def _send(self, code: int, text: str, enhanced: str | None = None) -> None:
         if not self.config.enhanced_status_codes:
             enhanced = None
-        self._out.append(format_reply(code, text, enhanced))
+        reply = format_reply(code, text, enhanced)
+        self._out.append(reply)
+        if self.transcript is not None:
+            self.transcript("S", reply.decode("utf-8", "replace").rstrip("\r\n"))
 
     def _reply(self, code: int, text: str, enhanced: str | None = None) -> None:
         """Queue a reply; a 421 also closes the session (RFC 5321 3.8)."""

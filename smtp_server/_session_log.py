@@ -6,10 +6,11 @@ could use to forge a line goes in unescaped, and no secret goes in at all
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from smtp_proto import Session
 
-__all__ = ["log_closed", "log_opened"]
+__all__ = ["log_closed", "log_opened", "session_transcript"]
 
 
 def _peer(session: Session) -> str:
@@ -34,3 +35,25 @@ def log_closed(log: logging.Logger, session: Session, seconds: float) -> None:
     log.info("[%s] closed: peer=%s tls=%s user=%s messages=%d duration=%.3fs",
              session.id, _peer(session), tls, ascii(login)[1:-1],
              session.transaction - 1, seconds)
+
+
+def session_transcript(log: logging.Logger, session_id: str) -> Callable[[str, str], None] | None:
+    """The core's ``transcript`` callback for one connection, or None when
+    the logger would drop what it says (no cost then). DEBUG: every line
+    both ways (credentials are redacted by the core). INFO: each refusal
+    (a 4xx or 5xx reply), with the command it answers."""
+    if not log.isEnabledFor(logging.INFO):
+        return None
+    debug = log.isEnabledFor(logging.DEBUG)
+    last_command = ["-"]
+
+    def transcript(direction: str, text: str) -> None:
+        shown = ascii(text)[1:-1]  # nothing a client sends can forge a log line
+        if direction == "C":
+            last_command[0] = shown
+        elif text[:1] in ("4", "5"):
+            log.info("[%s] refused %s: %s", session_id, last_command[0], shown)
+        if debug:
+            log.debug("[%s] %s: %s", session_id, direction, shown)
+
+    return transcript

@@ -61,6 +61,7 @@ from smtp_server import (
     new_session_id,
     normalise_address,
     refuse,
+    session_transcript,
     succeeded,
     tls_info,
 )
@@ -99,11 +100,13 @@ class SyncConnection:
         self.implicit_tls = handshake
         remote = normalise_address(_peer(sock)) or (None, None)
         local = normalise_address(sock.getsockname()) or (None, None)
+        session_id = new_session_id()
         self.conn = ServerConnection(
             server.protocol_config,
             remote_address=remote[0], remote_port=remote[1],
             local_address=local[0], local_port=local[1],
-            session_id=new_session_id(),
+            session_id=session_id,
+            transcript=session_transcript(server.logger, session_id),
         )
         self.session: Session = self.conn.session
         self.log = server.logger

@@ -67,3 +67,21 @@ def test_an_overlong_line_being_skipped_is_still_under_way() -> None:
     _drain(conn)
     assert not conn.receiving
     assert b"500 5.5.2" in conn.data_to_send()
+
+
+def test_the_transcript_redacts_sasl_and_auth_responses() -> None:
+    said: list[tuple[str, str]] = []
+    conn = ServerConnection(ServerConfig(name="mx.example", allow_insecure_auth=True,
+                                         auth_methods=("PLAIN", "LOGIN")),
+                            transcript=lambda direction, text: said.append((direction, text)))
+    conn.send_greeting()
+    _drain(conn)
+    for line in (b"EHLO c\r\n", b"AUTH LOGIN\r\n", b"YWxpY2U=\r\n", b"czNjcmV0\r\n",
+                 b"AUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n"):
+        conn.receive_data(line)
+        _drain(conn)
+    commands = [text for direction, text in said if direction == "C"]
+    assert commands == ["EHLO c", "AUTH LOGIN", "***", "***", "AUTH PLAIN ***"]
+    replies = [text for direction, text in said if direction == "S"]
+    assert replies[0] == "220 mx.example ESMTP" and replies[-1].startswith("503 ")
+    assert not any("czNjcmV0" in text or "AHMzY3JldA" in text for _, text in said)

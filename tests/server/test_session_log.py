@@ -57,3 +57,42 @@ def test_connection_lines(start_server: Any, backend: str) -> None:
         assert not [line for line in lines.lines if "s3cret" in line]
     finally:
         logger.removeHandler(lines)
+
+
+def test_debug_transcript_redacts_credentials_and_info_names_refusals(
+    start_server: Any, backend: str
+) -> None:
+    import base64
+
+    from smtp_anyio import SMTPError
+
+    def on_rcpt_to(address: Any, session: Any) -> None:
+        if address.address.startswith("nobody@"):
+            raise SMTPError(550, "No such user here", enhanced="5.1.1")
+
+    logger = logging.getLogger(f"test.transcript.{backend}")
+    logger.setLevel(logging.DEBUG)
+    lines = Lines()
+    logger.addHandler(lines)
+    secret = base64.b64encode(b"\0alice\0s3cret").decode()
+    try:
+        running = start_server(
+            logger=logger, allow_insecure_auth=True, auth_methods=["PLAIN", "LOGIN"],
+            on_rcpt_to=on_rcpt_to,
+            on_auth=lambda auth, session: auth.username if auth.password == "s3cret" else None)
+        with smtplib.SMTP(*running.address, timeout=10) as client:
+            client.ehlo("client.example")
+            assert client.docmd("AUTH", f"PLAIN {secret}")[0] == 235
+            client.mail("a@example.org")
+            assert client.rcpt("nobody@example.com")[0] == 550
+            client.rcpt("b@example.com")
+            client.data(b"Subject: x\r\n\r\nbody\r\n")
+        lines.wait_for(r"\] closed: ")
+        lines.wait_for(r"\] C: AUTH PLAIN \*\*\*$")
+        lines.wait_for(
+            r"\] refused (?i:rcpt to):<nobody@example\.com>: 550 5\.1\.1 No such user here$")
+        lines.wait_for(r"\] C: <message body: 20 bytes>$")
+        lines.wait_for(r"\] S: 250 2\.0\.0 ")
+        assert not [line for line in lines.lines if "s3cret" in line or secret in line]
+    finally:
+        logger.removeHandler(lines)
