@@ -6,7 +6,8 @@ the same way and that owns no socket, task or thread. Options and their
 validation, handler resolution and the translation of a handler's outcome
 into the core's decision, :class:`SMTPError`, the message-chunk queue and
 the blocking message stream, TLS configuration and context building,
-session ids and address normalisation.
+session ids and address normalisation, and the record of received messages
+behind both servers' test helpers.
 
 Applications import these names from the backend they use
 (``from smtp_anyio import SMTPError`` and ``from smtp_sync import SMTPError``
@@ -36,6 +37,13 @@ from ._limits import AUTH_BLOCKED, TOO_MANY_CONNECTIONS, ClientLimits, ClientSlo
 from ._options import HANDLER_NAMES, BackendOptions, effective_config, parse_options
 from ._received import received_header
 from ._session_log import log_closed, log_opened, session_transcript
+from ._testing import (
+    ControllerBase,
+    MessageLogBase,
+    ReceivedMessage,
+    ServerFixtureBase,
+    fixture_options,
+)
 from ._tls import TLSConfig, TLSContexts, tls_info
 from ._typed_options import ServerOptions
 
@@ -54,11 +62,15 @@ __all__ = [
     "ClientLimits",
     "ClientSlot",
     "CommandDeadline",
+    "ControllerBase",
     "Handlers",
     "MessageAbortedError",
+    "MessageLogBase",
     "Outcome",
+    "ReceivedMessage",
     "SMTPError",
     "ServerBase",
+    "ServerFixtureBase",
     "ServerHost",
     "ServerOptions",
     "StreamState",
@@ -69,6 +81,7 @@ __all__ = [
     "effective_config",
     "failed",
     "failed_auth",
+    "fixture_options",
     "handler_error",
     "log_closed",
     "log_opened",

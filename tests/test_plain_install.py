@@ -51,7 +51,7 @@ def _run(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_package_imports_without_extras(plain_python: Path) -> None:
     code = ("import importlib, sys\n"
-            f"for name in {PACKAGES!r}:\n"
+            f"for name in {(*PACKAGES, 'smtp_anyio.testing', 'smtp_sync.testing')!r}:\n"
             "    module = importlib.import_module(name)\n"
             "    assert 'site-packages' in module.__file__, module.__file__\n"
             "print('imported')")

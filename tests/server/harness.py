@@ -6,28 +6,25 @@ against every backend through the ``start_server`` fixture. Handlers given to
 it are plain functions, which every backend accepts: ``smtp_anyio`` calls
 them in its loop (``on_data`` in a worker thread, with a blocking stream),
 ``smtp_sync`` in the connection's thread.
+
+The servers run in the library's own test helpers, the ``Controller`` of
+``smtp_anyio.testing`` and ``smtp_sync.testing``: what users test with is
+what the suite runs on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.from_thread
-
-ASYNC_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "asyncio": ("asyncio", {}),
-    "uvloop": ("asyncio", {"use_uvloop": True}),
-    "trio": ("trio", {}),
-}
+BACKENDS = ("asyncio", "uvloop", "trio")
+"""The anyio backends' names, as ``smtp_anyio.testing.Controller`` takes them."""
 
 
 def available_backends() -> list[str]:
-    names = list(ASYNC_BACKENDS)
+    names = list(BACKENDS)
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -71,6 +68,20 @@ class RunningServer:
         return self.host, self.port
 
 
+def controller(backend: str, server: Any = None, **options: Any) -> Any:
+    """The backend's ``Controller`` (not started) for ``server`` or for a
+    server built from ``options``."""
+    given = {"server": server} if server is not None else options
+    if backend == "sync":
+        from smtp_sync.testing import Controller as SyncController
+
+        return SyncController(**given)
+    from smtp_anyio.testing import Controller
+
+    assert backend in BACKENDS, backend
+    return Controller(backend=backend, **given)
+
+
 @contextlib.contextmanager
 def run_server(
     backend: str, listeners: dict[str, dict[str, Any]] | None = None, **options: Any
@@ -79,55 +90,12 @@ def run_server(
     keyword arguments of ``listen()`` (default: one plain listener)."""
     options.setdefault("disable_reverse_lookup", True)
     listeners = listeners or {"plain": {}}
-    if backend == "sync":
-        with _run_sync(listeners, options) as running:
-            yield running
-        return
-    name, backend_options = ASYNC_BACKENDS[backend]
-    from smtp_anyio import SMTPServer
-
-    with anyio.from_thread.start_blocking_portal(name, backend_options) as portal:
-        server = SMTPServer(**options)
-
-        def call(fn: Callable[..., Any], *args: Any) -> Any:
-            async def run() -> Any:
-                result = fn(*args)
-                if hasattr(result, "__await__"):
-                    result = await result
-                return result
-
-            return portal.call(run)
-
-        with portal.wrap_async_context_manager(server):
-            ports = {}
-            for key, kwargs in listeners.items():
-                _host, port = portal.call(lambda kw=kwargs: server.listen(0, "127.0.0.1", **kw))
-                ports[key] = port
-            try:
-                yield RunningServer(backend, server, ports, call=call)
-            finally:
-                portal.call(server.close)
-
-
-@contextlib.contextmanager
-def _run_sync(
-    listeners: dict[str, dict[str, Any]], options: dict[str, Any]
-) -> Iterator[RunningServer]:
-    from smtp_sync import SMTPServer
-
-    server = SMTPServer(**options)
-    ports = {}
-    for key, kwargs in listeners.items():
-        _host, port = server.listen(0, "127.0.0.1", **kwargs)
-        ports[key] = port
-    lock = threading.Lock()
-
-    def call(fn: Callable[..., Any], *args: Any) -> Any:
-        with lock:
-            return fn(*args)
-
-    with server:
-        try:
-            yield RunningServer("sync", server, ports, call=call)
-        finally:
-            server.close()
+    with controller(backend, **options) as running:
+        server = running.server
+        ports: dict[str, int] = {}
+        for key, kwargs in listeners.items():
+            if not kwargs and running.port not in ports.values():
+                ports[key] = running.port  # the Controller's own listener
+            else:
+                _host, ports[key] = running.call(server.listen, 0, "127.0.0.1", **kwargs)
+        yield RunningServer(backend, server, ports, call=running.call)

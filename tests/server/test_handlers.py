@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiosmtplib
-import anyio.from_thread
 import pytest
 
 from smtp_anyio import MessageAbortedError, SMTPError
 
 from .conftest import Inbox
-from .harness import ASYNC_BACKENDS, run_server
+from .harness import controller, run_server
 from .raw_smtp import RawClient, Recorder, b64
 
 NAME = "mx.test"
@@ -917,24 +916,8 @@ def run_subclass(backend: str, cls: type, **options: Any) -> Iterator[Any]:
     """Like ``harness.run_server``, for a server class of the test's own."""
     options.setdefault("disable_reverse_lookup", True)
     options.setdefault("name", NAME)
-    if backend == "sync":
-        server = cls(**options)
-        server.listen(0, "127.0.0.1")
-        with server:
-            try:
-                yield server
-            finally:
-                server.close()
-        return
-    library, backend_options = ASYNC_BACKENDS[backend]
-    with anyio.from_thread.start_blocking_portal(library, backend_options) as portal:
-        server = cls(**options)
-        with portal.wrap_async_context_manager(server):
-            portal.call(server.listen, 0, "127.0.0.1")
-            try:
-                yield server
-            finally:
-                portal.call(server.close)
+    with controller(backend, server=cls(**options)) as running:
+        yield running.server
 
 
 def make_subclass(backend: str) -> type:
