@@ -43,13 +43,10 @@ from smtp_proto import (
     XClient,
 )
 from smtp_server import (
-    AUTH_BLOCKED,
-    TOO_MANY_CONNECTIONS,
     Outcome,
     SMTPError,
     default_decision,
     failed,
-    failed_auth,
     log_closed,
     log_opened,
     refuse,
@@ -151,8 +148,8 @@ class Connection(MessageFlow):
                 if self.implicit_tls:
                     self._pause("tls")  # what follows is the TLS handshake
                 self._wake()
-            elif isinstance(event, XClient):
-                self._client_moved()
+            elif isinstance(event, XClient):  # another client now: count it
+                self._slot.admit(conn, self.log, " (XCLIENT)")
             elif isinstance(event, ConnectionClosed):
                 self._finish()
                 break
@@ -161,22 +158,13 @@ class Connection(MessageFlow):
         if out:
             self.io.write(out)
 
-    def _client_moved(self) -> None:
-        """XCLIENT named another client: count this connection for it."""
-        if not self._slot.take(self.session.remote_address):
-            self.log.info("[%s] too many connections from %s (XCLIENT)", self.session.id,
-                          self.session.remote_address)
-            self.conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
-
     def _decide(self, event: Event, handler: Callable[..., Any] | None) -> None:
         conn = self.conn
         if handler is None:
             default_decision(conn, event)
             return
-        if isinstance(event, AuthAttempt) and self._slot.auth_blocked(time.monotonic()):
-            self.log.info("[%s] AUTH refused: too many failures from %s", self.session.id,
-                          self.session.remote_address)
-            conn.reject(*AUTH_BLOCKED)
+        if isinstance(event, AuthAttempt) and self._slot.refuse_auth(
+                conn, self.log, time.monotonic()):
             return
         try:
             result = handler(event, self.session)
@@ -195,11 +183,8 @@ class Connection(MessageFlow):
 
     def _auth_pause(self, event: Event, outcome: Outcome) -> float:
         """Seconds to hold the reply to a failed AUTH (0 for anything else)."""
-        if not failed_auth(event, outcome):
-            return 0.0
-        self._auth_failures += 1
-        return self._slot.failed_auth(time.monotonic(), self.server.options.auth_failure_delay,
-                                      self._auth_failures)
+        return self._slot.auth_pause(event, outcome, time.monotonic(),
+                                     self.server.options.auth_failure_delay)
 
     async def _answer_after(self, event: Event, outcome: Outcome, delay: float) -> None:
         await anyio.sleep(delay)
@@ -315,12 +300,9 @@ class Connection(MessageFlow):
             await self._handshake(self.conn.take_buffered_data())
             if self._done():
                 return False
-        if not self._slot.take(self.session.remote_address):
+        if not self._slot.admit(conn, self.log):
             # (After PROXY and TLS: the real client, and a reply it can read.)
-            self.log.info("[%s] too many connections from %s", self.session.id,
-                          self.session.remote_address)
             self.admitted = False  # refused before on_connect: no on_close either
-            conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
             return self._flush_and_stop()
         if not server.options.disable_reverse_lookup and self.session.remote_address:
             name = await server.reverse_lookup(self.session.remote_address)

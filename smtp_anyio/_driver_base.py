@@ -68,7 +68,6 @@ class ConnectionBase:
 
     # Slots, not a __dict__: one of these per open connection.
     __slots__ = (
-        "_auth_failures",
         "_busy",
         "_cut",
         "_data_active",
@@ -134,7 +133,6 @@ class ConnectionBase:
         options = server.options
         self._deadline = CommandDeadline(options.command_timeout, options.min_data_rate)
         self._slot = ClientSlot(server.client_limits)  # this client's connection count
-        self._auth_failures = 0
         self._finished = False
         self._jobs = 0                   # decision tasks running
         self._in_feed = False            # inside feed(), see _hand_over()

@@ -11,9 +11,14 @@ Postfix exempts ``$mynetworks``) are not counted, limited or delayed.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+
+from smtp_proto import Event, ServerConnection
+
+from ._dispatch import Outcome, failed_auth
 
 __all__ = [
     "AUTH_BLOCKED", "MAX_AUTH_DELAY", "MAX_TRACKED_CLIENTS", "TOO_MANY_CONNECTIONS",
@@ -134,14 +139,48 @@ class ClientLimits:
 
 
 class ClientSlot:
-    """One connection's place in its client's count; moves with XCLIENT."""
+    """One connection's place in its client's count (it moves with XCLIENT)
+    and its failed AUTHs: what both servers' connections do about the
+    per-client limits, written once."""
 
-    __slots__ = ("_limits", "address", "held")
+    __slots__ = ("_limits", "address", "auth_failures", "held")
 
     def __init__(self, limits: ClientLimits) -> None:
         self._limits = limits
         self.address: str | None = None
         self.held = False
+        self.auth_failures = 0
+        """Failed AUTHs of this connection (what the reply delay grows with)."""
+
+    def admit(self, conn: ServerConnection, log: logging.Logger, via: str = "") -> bool:
+        """Count ``conn`` for its client (the session's address, after PROXY
+        or XCLIENT); if that client is at its limit, queue ``421 4.7.0`` on
+        ``conn`` (which closes it), log it, and return False."""
+        session = conn.session
+        if self.take(session.remote_address):
+            return True
+        log.info("[%s] too many connections from %s%s", session.id, session.remote_address, via)
+        conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
+        return False
+
+    def refuse_auth(self, conn: ServerConnection, log: logging.Logger, now: float) -> bool:
+        """With an AUTH pending: if this client has used up its failures,
+        answer it ``421 4.7.0`` (which closes the connection) and return True."""
+        if not self._limits.auth_blocked(self.address, now):
+            return False
+        log.info("[%s] AUTH refused: too many failures from %s", conn.session.id, self.address)
+        conn.reject(*AUTH_BLOCKED)
+        return True
+
+    def auth_pause(self, event: Event, outcome: Outcome, now: float, base_delay: float) -> float:
+        """After a handler decided ``event``: if it refused a login, count
+        the failure (here and for the client) and return the seconds to hold
+        the reply; else 0."""
+        if not failed_auth(event, outcome):
+            return 0.0
+        self.auth_failures += 1
+        self._limits.auth_failed(self.address, now)
+        return self._limits.auth_delay(self.address, base_delay, self.auth_failures)
 
     def take(self, address: str | None) -> bool:
         """Count this connection for ``address``; False if that client is
@@ -156,14 +195,6 @@ class ClientSlot:
         if self.held:
             self.held = False
             self._limits.disconnect(self.address)
-
-    def failed_auth(self, now: float, base_delay: float, failures: int) -> float:
-        """Record a failed AUTH of this client; the pause before its reply."""
-        self._limits.auth_failed(self.address, now)
-        return self._limits.auth_delay(self.address, base_delay, failures)
-
-    def auth_blocked(self, now: float) -> bool:
-        return self._limits.auth_blocked(self.address, now)
 
 
 class CommandDeadline:

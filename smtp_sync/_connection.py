@@ -42,8 +42,6 @@ from smtp_proto import (
     XClient,
 )
 from smtp_server import (
-    AUTH_BLOCKED,
-    TOO_MANY_CONNECTIONS,
     BlockingMessageStream,
     ClientSlot,
     CommandDeadline,
@@ -54,7 +52,6 @@ from smtp_server import (
     answer,
     default_decision,
     failed,
-    failed_auth,
     handler_error,
     log_closed,
     log_opened,
@@ -121,7 +118,6 @@ class SyncConnection:
         options = server.options
         self._deadline = CommandDeadline(options.command_timeout, options.min_data_rate)
         self._slot = ClientSlot(server.client_limits)
-        self._auth_failures = 0
         self._short_timeout = False  # SO_RCVTIMEO lowered for a command's deadline
         self._handed: float | None = None  # when _pull last handed on_data a chunk
         self._refused_client = False
@@ -161,12 +157,9 @@ class SyncConnection:
             self._read_proxy_header()
         if self.implicit_tls:
             self._start_tls()
-        if not self._slot.take(self.session.remote_address):
+        if not self._slot.admit(conn, self.log):
             # (After PROXY and TLS: the real client, and a reply it can read.)
-            self.log.info("[%s] too many connections from %s", self.session.id,
-                          self.session.remote_address)
             self._refused_client = True  # refused before on_connect: no on_close either
-            conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
             self._flush()
             return False
         if not server.options.disable_reverse_lookup and self.session.remote_address:
@@ -214,11 +207,8 @@ class SyncConnection:
                 if handlers.secure is not None and self.session.tls is not None and not \
                         self._allowed(handlers.secure, self.session.tls, self.session):
                     return
-            elif isinstance(event, XClient):
-                if not self._slot.take(self.session.remote_address):
-                    self.log.info("[%s] too many connections from %s (XCLIENT)",
-                                  self.session.id, self.session.remote_address)
-                    conn.shutdown(TOO_MANY_CONNECTIONS, 421, "4.7.0")
+            elif isinstance(event, XClient):  # another client now: count it
+                self._slot.admit(conn, self.log, " (XCLIENT)")
             elif isinstance(event, ConnectionClosed):
                 self._flush()
                 return
@@ -229,18 +219,14 @@ class SyncConnection:
         if handler is None:
             default_decision(self.conn, event)
             return
-        if isinstance(event, AuthAttempt) and self._slot.auth_blocked(time.monotonic()):
-            self.log.info("[%s] AUTH refused: too many failures from %s", self.session.id,
-                          self.session.remote_address)
-            self.conn.reject(*AUTH_BLOCKED)
+        if isinstance(event, AuthAttempt) and self._slot.refuse_auth(
+                self.conn, self.log, time.monotonic()):
             return
         outcome = self._outcome(handler, event, self.session)
-        if failed_auth(event, outcome):
-            self._auth_failures += 1
-            delay = self._slot.failed_auth(
-                time.monotonic(), self.server.options.auth_failure_delay, self._auth_failures)
-            if delay:
-                time.sleep(delay)  # this client's thread only
+        delay = self._slot.auth_pause(event, outcome, time.monotonic(),
+                                      self.server.options.auth_failure_delay)
+        if delay:
+            time.sleep(delay)  # this client's thread only
         answer(self.conn, event, outcome, self.log)
         self._deadline.restart(time.monotonic())  # the handler's time is not the client's
 
