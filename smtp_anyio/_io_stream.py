@@ -20,7 +20,7 @@ from smtp_proto import TLSInfo
 from smtp_server import normalise_address, tls_info
 
 from ._io import EventWaiter
-from ._threads import threadsafe_scheduler
+from ._threads import Schedule, threadsafe_scheduler
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -92,7 +92,9 @@ class StreamIO:
 
     feeds_from_task = True
 
-    def __init__(self, stream: ByteStream) -> None:
+    def __init__(self, stream: ByteStream, schedule: Schedule | None = None) -> None:
+        """``schedule``: the running loop's (see ``_threads``); looked up
+        here, in the loop, when not given."""
         self._stream: ByteStream = stream
         self._tg: TaskGroup | None = None
         self._out: list[bytes] = []
@@ -104,10 +106,9 @@ class StreamIO:
         self._aborted = False
         self.remote = normalise_address(stream.extra(SocketAttribute.remote_address, None))
         self.local = normalise_address(stream.extra(SocketAttribute.local_address, None))
-        self.schedule: Callable[[Callable[[], None]], object] = _no_loop_yet
+        self.schedule: Schedule = schedule or threadsafe_scheduler()
 
     async def run_tasks(self, driver: Feeder, session: Callable[[], Awaitable[bool]]) -> None:
-        self.schedule = threadsafe_scheduler()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._reader, driver)
@@ -227,6 +228,3 @@ class StreamIO:
         self._broken = True
         self._out.clear()
 
-
-def _no_loop_yet(func: Callable[[], None]) -> object:
-    raise RuntimeError("StreamIO.schedule before run_tasks()")

@@ -21,7 +21,13 @@ from ._io_asyncio import AsyncioIO
 from ._io_stream import StreamIO
 from ._listeners import BACKLOG, AsyncioAcceptor, accept_streams, bind_sockets, is_uvloop
 from ._stream import MessageStream
-from ._threads import DaemonPool, call_in_thread, running_asyncio_loop, threadsafe_scheduler
+from ._threads import (
+    DaemonPool,
+    Schedule,
+    call_in_thread,
+    running_asyncio_loop,
+    threadsafe_scheduler,
+)
 
 __all__ = ["SMTPServer"]
 
@@ -54,6 +60,7 @@ class SMTPServer(ServerBase):
         # than anyio's (see _adopt); __aexit__ waits for them.
         self._sessions: dict[asyncio.Task[None], Connection] = {}
         self._threads = DaemonPool("smtp_anyio worker")
+        self._schedule: Schedule  # the loop's, set by ``async with server:``
 
     @property
     def worker_threads(self) -> DaemonPool:
@@ -92,6 +99,8 @@ class SMTPServer(ServerBase):
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._closed = anyio.Event()
+        # Looked up once, in the loop (on asyncio each lookup costs a getpid()).
+        self._schedule = threadsafe_scheduler()
         return self
 
     async def __aexit__(
@@ -198,7 +207,8 @@ class SMTPServer(ServerBase):
         scope = anyio.CancelScope()
 
         async def handle(stream: SocketStream) -> None:
-            connection = self._adopt(Connection(self, StreamIO(stream), handshake=implicit))
+            io = StreamIO(stream, self._schedule)
+            connection = self._adopt(Connection(self, io, handshake=implicit))
             try:
                 await connection.run()
             except Exception:
@@ -305,7 +315,7 @@ class SMTPServer(ServerBase):
                 return str(result) if result else None
             # Lookups and plain resolvers block: a daemon thread, abandoned
             # when the timeout expires (and never in the way of exiting).
-            result = await call_in_thread(self._threads, threadsafe_scheduler(), EventWaiter(),
+            result = await call_in_thread(self._threads, self._schedule, EventWaiter(),
                                           self.resolve_blocking, address)
             return result if isinstance(result, str) else None
         return None
