@@ -58,7 +58,3 @@ class AcceptBackoff:
                                  self._name, self._failures)
             self._failures = 0
             self._delay = 0.0
-
-    @property
-    def backing_off(self) -> bool:
-        return self._failures > 0

@@ -95,10 +95,6 @@ class ClientLimits:
             else:
                 self._open.pop(address, None)
 
-    def open_connections(self, address: str) -> int:
-        with self._lock:
-            return self._open.get(address, 0)
-
     # -- AUTH failures --------------------------------------------------------
 
     def auth_failed(self, address: str | None, now: float) -> None:

@@ -87,7 +87,13 @@ class TLSConfig:
     def apply_profile(self, ctx: ssl.SSLContext) -> None:
         """Set ``ctx``'s TLS 1.2 suites and key-exchange groups from
         ``ciphers`` and ``ecdh_curve`` (Mozilla intermediate by default)."""
-        _apply_profile(self, ctx)
+        try:
+            ctx.set_ciphers(self.ciphers or INTERMEDIATE_CIPHERS)
+        except ssl.SSLError:
+            raise ValueError(f"no usable cipher in {self.ciphers!r}") from None
+        groups = self.ecdh_curve or INTERMEDIATE_GROUPS
+        if groups != "auto" and not set_groups(ctx, groups) and self.ecdh_curve:
+            raise ValueError("ecdh_curve cannot be applied with this Python's ssl module")
 
     def build(self) -> ssl.SSLContext:
         """A fresh server context for these options (no SNI wiring)."""
@@ -112,16 +118,6 @@ class TLSConfig:
             # so reject_unauthorized=False only makes the certificate optional.
             ctx.verify_mode = ssl.CERT_REQUIRED if self.reject_unauthorized else ssl.CERT_OPTIONAL
         return ctx
-
-
-def _apply_profile(config: TLSConfig, ctx: ssl.SSLContext) -> None:
-    try:
-        ctx.set_ciphers(config.ciphers or INTERMEDIATE_CIPHERS)
-    except ssl.SSLError:
-        raise ValueError(f"no usable cipher in {config.ciphers!r}") from None
-    groups = config.ecdh_curve or INTERMEDIATE_GROUPS
-    if groups != "auto" and not set_groups(ctx, groups) and config.ecdh_curve:
-        raise ValueError("ecdh_curve cannot be applied with this Python's ssl module")
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: PEM, key: PEM, passphrase: str | None) -> None:
