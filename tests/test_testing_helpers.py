@@ -35,6 +35,7 @@ import smtp_anyio.testing
 import smtp_sync.testing
 from smtp_anyio import SMTPError
 from smtp_server import MessageLogBase, ReceivedMessage
+from tests.test_typed_options import mypy_errors
 
 from .server.raw_smtp import RawClient
 
@@ -467,15 +468,9 @@ loop = Controller(backend="curio")
 
 
 def test_the_helpers_are_typed_for_user_code(tmp_path: Path) -> None:
-    (tmp_path / "user.py").write_text(USER_CODE)
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-         "--cache-dir", str(tmp_path / "cache"), "user.py"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
-    )
-    lines = sorted({int(line.split(":")[1]) for line in result.stdout.splitlines()
-                    if ": error:" in line})
-    assert lines == [10, 11, 12], result.stdout
+    errors, said = mypy_errors(tmp_path, USER_CODE)
+    lines = sorted({int(line.split(":")[1]) for line in errors})
+    assert lines == [10, 11, 12], said
 
 
 # == the pytest plugins, as users run them ======================================================

@@ -32,15 +32,21 @@ def test_the_typed_options_are_exactly_the_options() -> None:
     assert set(ServerOptions.__annotations__) == options | set(HANDLER_NAMES)
 
 
-def test_mypy_catches_a_typo_and_a_wrong_type_in_user_code(tmp_path: Path) -> None:
-    (tmp_path / "user.py").write_text(USER_CODE)
+def mypy_errors(tmp_path: Path, code: str) -> tuple[list[str], str]:
+    """``mypy --strict`` on ``code`` as a user's ``user.py`` outside this
+    checkout: its error lines, and all it said."""
+    (tmp_path / "user.py").write_text(code)
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
          "--cache-dir", str(tmp_path / "cache"), "user.py"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
     )
-    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert len(errors) == 2, result.stdout
+    return [line for line in result.stdout.splitlines() if ": error:" in line], result.stdout
+
+
+def test_mypy_catches_a_typo_and_a_wrong_type_in_user_code(tmp_path: Path) -> None:
+    errors, said = mypy_errors(tmp_path, USER_CODE)
+    assert len(errors) == 2, said
     assert errors[0].startswith("user.py:9:") and 'keyword argument "sze"' in errors[0]
     assert errors[1].startswith("user.py:10:") and '"socket_timeout"' in errors[1]
     assert "expected \"float\"" in errors[1]
