@@ -727,6 +727,25 @@ def test_mx_and_submission_configurations(cert_dir: Path, certs: Certificates) -
             "220 smtp.example.org ESMTP Submission only, see https://example.org/help"]
 
 
+def test_hardened_mx_configuration(cert_dir: Path, certs: Certificates) -> None:
+    """The security page's configuration, limiting loopback too for the test."""
+    config = load("anyio_configuration")
+    server = config.hardened_mx("cert/cert.pem", "cert/key.pem", trusted=())
+    with serving(server) as thread, contextlib.ExitStack() as stack:
+        port = port_of(thread)
+        clients = [stack.enter_context(Raw(port)) for _ in range(20)]
+        assert all(client.reply()[0].startswith("220 ") for client in clients)
+        with Raw(port) as one_too_many:
+            assert one_too_many.reply() == [
+                "421 4.7.0 mx.example.org Too many connections from your address"]
+        bot = clients[0]
+        bot.send("EHLO bot.example\r\nMAIL FROM:<a@example.net>\r\n"
+                 "RCPT TO:<b@example.org>\r\nDATA\r\nSubject: spam\r\n\r\nx\r\n.\r\n")
+        replies = [bot.reply() for _ in range(4)]
+        assert replies[-1] == ["554 5.5.0 Error: SMTP protocol synchronization"]
+        assert bot.reply() == ["<closed>"]
+
+
 # ==============================================================================
 # Handlers
 # ==============================================================================
