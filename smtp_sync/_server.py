@@ -26,6 +26,7 @@ from ._connection import SyncConnection
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "SMTPServer"]
 
 DEFAULT_MAX_CONNECTIONS = 1000
+_SIGNAL_CHECK = 0.5  # seconds: how late serve_forever() may run a signal handler
 """Concurrent clients (hence threads) when ``max_clients`` is not set."""
 
 Address = tuple[str, int]
@@ -129,7 +130,12 @@ class SMTPServer(ServerBase):
         if not self._listeners:
             self.listen(2525)
         self._serve()
-        self._stopped.wait()
+        # In slices: a signal (SIGTERM -> close()) may be delivered to any of
+        # the process's threads, and then its Python handler runs only when
+        # the main thread next runs bytecode; a wait without a timeout would
+        # keep it from ever running.
+        while not self._stopped.wait(_SIGNAL_CHECK):
+            pass
 
     def _serve(self) -> None:
         """Start an accept thread per listener, once; never after close()."""

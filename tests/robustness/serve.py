@@ -27,6 +27,7 @@ Handlers (``--handlers``):
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import resource
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--nofile", type=int, help="lower RLIMIT_NOFILE to this")
     parser.add_argument("--implicit-tls", action="store_true", help="a second, TLS listener")
     args = parser.parse_args()
+    # A test that finds the server stuck asks for every thread's stack.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     options: dict[str, Any] = {"disable_reverse_lookup": True, "auth_optional": True}
     options.update(json.loads(args.options))
     options.update(handlers(args.handlers, args.store))

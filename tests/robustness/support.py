@@ -3,13 +3,17 @@ tests read of it: its port, its memory, whether and when it exits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.example_programs import Program
+import pytest
+
+from tests.example_programs import TIMEOUT, Program
 from tests.server.harness import available_backends
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +54,21 @@ class ServerProcess(Program):
 
     def open_descriptors(self) -> int:
         return len(list(Path(f"/proc/{self.proc.pid}/fd").iterdir()))
+
+    def exit_status(self) -> int:
+        """As Program's; a server that does not end in time is asked for
+        its threads' stacks (serve.py's SIGUSR1), shown in the failure."""
+        try:
+            return self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2)  # the dump, or the late exit
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+            for pump in self._pumps:
+                pump.join(TIMEOUT)
+            pytest.fail(f"the server did not exit within {TIMEOUT} s:\n{self.stderr}")
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

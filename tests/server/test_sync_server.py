@@ -1231,3 +1231,34 @@ def test_close_from_a_signal_handler_during_close_does_not_hang(tmp_path: Any) -
                           timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("closed 250"), done.stdout
+
+
+_SIGNAL_PROGRAM = textwrap.dedent("""
+    import signal, smtplib, sys, threading
+    from smtp_sync import SMTPServer
+
+    server = SMTPServer(disable_reverse_lookup=True)
+    host, port = server.listen(0)
+    signal.signal(signal.SIGUSR1,
+                  lambda *_: threading.Thread(target=server.close, daemon=True).start())
+
+    def signal_from_another_thread():
+        with smtplib.SMTP(host, port, timeout=10) as client:  # serving by now
+            client.noop()
+        # The signal lands on this thread, not on the one in serve_forever().
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+
+    threading.Thread(target=signal_from_another_thread, daemon=True).start()
+    server.serve_forever()
+    print("returned", flush=True)
+""")
+
+
+def test_serve_forever_runs_a_signal_handler_whichever_thread_got_the_signal() -> None:
+    """A process's signal goes to any of its threads; the Python handler then
+    waits for the main thread to run bytecode. serve_forever() must not sit
+    in a wait no signal can end (CI once saw SIGTERM ignored that way)."""
+    result = subprocess.run([sys.executable, "-c", _SIGNAL_PROGRAM], check=False,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "returned\n"
