@@ -14,26 +14,23 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Unpack
 
 import anyio
 
-from smtp_proto import AuthAttempt, Session
-from smtp_server import HIGH_WATER, ServerOptions, SMTPError
+from smtp_server import ServerOptions
 
 from ._cli_checks import (
     BadInput,
     OneLineParser,
-    address,
+    UnixPath,
     check_tls,
+    endpoint,
     load_users,
     resolvable,
     server_name,
 )
 from ._cli_output import LineWriter, WriterHandler, close_all
-from ._maildir import MaildirStore, check_credentials, describe
-from ._server import SMTPServer
-from ._stream import MessageStream
+from ._cli_servers import CliServer, MaildirServer, _print_line
 
 __all__ = ["main"]
 
@@ -42,13 +39,6 @@ log = logging.getLogger("smtp_anyio.cli")
 DEFAULT_SIZE = 25 * 1024 * 1024
 """``--size`` unless given: a message is written to disk as it arrives, but
 a server without any limit accepts a disk-filling one."""
-
-BATCH = HIGH_WATER
-"""Bytes of a message gathered in the loop before a worker thread writes
-them: a message up to this size costs one trip to a thread (which writes,
-fsyncs and delivers it), a bigger one a trip per batch. As it is the
-stream's high-water mark, the connection goes on reading while a batch is
-written, and a message holds at most about twice this in memory."""
 
 EXIT_WAIT = 5.0
 """Seconds the server waits at exit for its last output lines to be read."""
@@ -81,11 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m smtp_anyio",
         description="An SMTP server that stores every message it accepts in a Maildir.",
     )
-    parser.add_argument("--listen", action="append", type=address, metavar="HOST:PORT",
+    parser.add_argument("--listen", action="append", type=endpoint,
+                        metavar="HOST:PORT|unix:PATH",
                         help="plain/STARTTLS listener (repeatable; default 127.0.0.1:2525)")
-    parser.add_argument("--implicit-tls", action="append", type=address, default=[],
-                        metavar="HOST:PORT", help="implicit-TLS listener (repeatable)")
+    parser.add_argument("--implicit-tls", action="append", type=endpoint, default=[],
+                        metavar="HOST:PORT|unix:PATH", help="implicit-TLS listener (repeatable)")
     parser.add_argument("--maildir", default="maildir", help="Maildir to deliver into")
+    parser.add_argument("--maildir-per-recipient", action="store_true",
+                        help="a Maildir per recipient's local part under --maildir "
+                             "(the layout Dovecot reads)")
+    parser.add_argument("--relay", type=endpoint, metavar="HOST:PORT|unix:PATH",
+                        help="forward every message to this MTA (instead of storing it) and "
+                             "answer as it does; asyncio/uvloop only")
     parser.add_argument("--tls-cert", help="certificate chain (PEM file)")
     parser.add_argument("--tls-key", help="private key (PEM file)")
     parser.add_argument("--tls-self-signed", action="store_true",
@@ -176,71 +173,6 @@ def _self_signed_cryptography(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
-def _print_line(line: str) -> None:
-    print(line, flush=True)
-
-
-class MaildirServer(SMTPServer):
-    """The server behind the command line: deliver to a Maildir, say a line.
-
-    ``say`` gets the line of each delivered message; it is called in the
-    event loop and must not block (the command line queues the line for a
-    writer thread).
-    """
-
-    def __init__(self, store: MaildirStore, users: dict[str, str] | None, *,
-                 say: Callable[[str], None] = _print_line,
-                 **options: Unpack[ServerOptions]) -> None:
-        super().__init__(**options)
-        self.store = store
-        self.users = users
-        self.say = say
-
-    async def on_auth(self, auth: AuthAttempt, session: Session) -> object:
-        if self.users is not None and check_credentials(self.users, auth):
-            return auth.username
-        raise SMTPError(535, "Error: authentication credentials invalid", enhanced="5.7.8")
-
-    async def on_data(self, stream: MessageStream, session: Session) -> object:
-        """Write the message into ``tmp/`` as it arrives, a batch at a time
-        in a worker thread; deliver it into ``new/`` durably, then answer."""
-        delivery = self.store.begin()
-        pending: list[bytes] = []
-        pending_size = 0
-        try:
-            async for chunk in stream:
-                if stream.size_exceeded:
-                    # Refused whatever happens (552), and the core passes
-                    # nothing beyond the limit: free the disk now rather
-                    # than when the client has sent all it announced.
-                    pending.clear()
-                    if delivery.started:
-                        await anyio.to_thread.run_sync(delivery.discard)
-                    continue
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= BATCH:
-                    batch, pending, pending_size = pending, [], 0
-                    await anyio.to_thread.run_sync(delivery.write, batch)
-            if stream.size_exceeded:  # the stream raises first; never deliver it anyway
-                raise SMTPError(552, "Error: message exceeds fixed maximum message size",
-                                enhanced="5.3.4")
-            # Shielded: once in new/, the message is reported (its line, its
-            # 250 if the connection still stands), not cancelled half-way.
-            with anyio.CancelScope(shield=True):
-                name = await anyio.to_thread.run_sync(delivery.commit, pending)
-        except BaseException:
-            # Aborted (too big, connection lost, RSET), cancelled or failed:
-            # nothing of it may stay in tmp/ (commit() cleans up after
-            # itself, discard() after commit() leaves the message alone).
-            if delivery.started:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(delivery.discard)
-            raise
-        self.say(f"{name} {describe(session, delivery.size)}")
-        return f"OK: queued as {delivery.queue_id}"
-
-
 async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
               say: Callable[[str], None] = _print_line) -> None:
     """Serve until SIGINT or SIGTERM; ``say`` writes a line of output and
@@ -264,18 +196,28 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
         options["cert"], options["key"] = args.tls_cert, args.tls_key
     if args.implicit_tls and "cert" not in options:
         raise SystemExit("--implicit-tls needs --tls-cert/--tls-key or --tls-self-signed")
-    store = MaildirStore(args.maildir)
-    server = MaildirServer(store, users, say=say, **options)
+    server: CliServer
+    if args.relay is not None:
+        from ._relay import RelayServer, RelayTarget  # noqa: PLC0415 - needs aiosmtplib
+
+        relay = args.relay
+        target = (RelayTarget(path=str(relay)) if isinstance(relay, UnixPath)
+                  else RelayTarget(host=relay[0], port=relay[1]))
+        server = RelayServer(target, users, say=say, **options)
+        destination = f"relaying to {target}"
+    else:
+        server = MaildirServer(args.maildir, users, say=say,
+                               per_recipient=args.maildir_per_recipient, **options)
+        destination = f"delivering to {os.path.abspath(args.maildir)}" + (
+            " (a Maildir per recipient)" if args.maildir_per_recipient else "")
     try:
         async with server:
             plain = args.listen or ([] if args.implicit_tls else [("127.0.0.1", 2525)])
-            for host, port in plain:
-                bound = await server.listen(port, host)
-                say(f"listening on {bound[0]}:{bound[1]}")
-            for host, port in args.implicit_tls:
-                bound = await server.listen(port, host, secure=True)
-                say(f"listening on {bound[0]}:{bound[1]} (implicit TLS)")
-            say(f"delivering to {os.path.abspath(args.maildir)}")
+            for secure, listeners in ((False, plain), (True, args.implicit_tls)):
+                for where in listeners:
+                    say(f"listening on {await _listen(server, where, secure)}"
+                        + (" (implicit TLS)" if secure else ""))
+            say(destination)
             if ready is not None:
                 ready.set()
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -286,6 +228,14 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+async def _listen(server: CliServer, where: tuple[str, int] | UnixPath, secure: bool) -> str:
+    """Start one listener; what it is bound to, as the output line says it."""
+    if isinstance(where, UnixPath):
+        return "unix:" + await server.listen_unix(where, secure=secure)
+    host, port = await server.listen(where[1], where[0], secure=secure)
+    return f"{host}:{port}"
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -301,8 +251,27 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise BadInput("--implicit-tls needs --tls-cert/--tls-key or --tls-self-signed")
     for option, listeners in (("--listen", args.listen or ()),
                               ("--implicit-tls", args.implicit_tls)):
-        for host, port in listeners:
-            resolvable(option, host, port)
+        for where in listeners:
+            if not isinstance(where, UnixPath):
+                resolvable(option, *where)
+    if args.relay is not None:
+        check_relay(args)
+
+
+def check_relay(args: argparse.Namespace) -> None:
+    """``--relay``: aiosmtplib is there, the loop is asyncio's, the target
+    resolves, and no Maildir option says otherwise."""
+    if args.maildir_per_recipient:
+        raise BadInput("--relay and --maildir-per-recipient do not go together "
+                       "(a relayed message is not stored)")
+    if args.backend == "trio":
+        raise BadInput("--relay needs asyncio or uvloop (its client, aiosmtplib, is asyncio's)")
+    try:
+        import aiosmtplib  # noqa: F401, PLC0415
+    except ImportError:
+        raise BadInput("--relay needs aiosmtplib: pip install 'smtp-server-py[relay]'") from None
+    if not isinstance(args.relay, UnixPath):
+        resolvable("--relay", *args.relay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,9 +14,12 @@ from typing import NoReturn
 from smtp_proto import ServerConfig
 
 __all__ = [
-    "BadInput", "OneLineParser", "address", "check_tls", "load_users", "resolvable",
-    "server_name",
+    "BadInput", "OneLineParser", "UnixPath", "address", "check_tls", "endpoint", "load_users",
+    "resolvable", "server_name",
 ]
+
+UNIX_PATH_MAX = 107
+"""Bytes a Unix socket's path may have (``sun_path`` less its NUL, Linux)."""
 
 
 class BadInput(Exception):
@@ -40,6 +43,27 @@ def address(text: str) -> tuple[str, int]:
     if number > 65535:
         raise argparse.ArgumentTypeError(f"port {number} out of range 0-65535 in {text!r}")
     return host.strip("[]") or "127.0.0.1", number
+
+
+class UnixPath(str):
+    """A ``unix:PATH`` listener or relay: the socket's absolute path."""
+
+    __slots__ = ()
+
+
+def endpoint(text: str) -> tuple[str, int] | UnixPath:
+    """``HOST:PORT`` or ``unix:PATH`` (a Unix socket; Postfix and Dovecot
+    speak LMTP over them)."""
+    if not text.startswith("unix:"):
+        return address(text)
+    path = text.removeprefix("unix:")
+    if not path:
+        raise argparse.ArgumentTypeError(f"expected unix:PATH, got {text!r}")
+    absolute = os.path.abspath(path)
+    if len(os.fsencode(absolute)) > UNIX_PATH_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{absolute!r}: too long for a Unix socket (at most {UNIX_PATH_MAX} bytes)")
+    return UnixPath(absolute)
 
 
 def server_name(text: str) -> str:

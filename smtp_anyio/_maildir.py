@@ -16,7 +16,7 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from smtp_proto import AuthAttempt, Session
@@ -149,17 +149,38 @@ class Delivery:
         and fsync ``new/``: once this returns, the message survives a crash.
         Returns its file name under ``new/``. On failure nothing is left in
         ``tmp/`` or ``new/``, and the exception propagates."""
-        target = self.store.path / "new" / self.name
-        linked = False
+        self.prepare(chunks)
+        return self.publish()
+
+    def prepare(self, chunks: Iterable[bytes] = ()) -> None:
+        """The first half of :meth:`commit`: the last ``chunks`` written and
+        the file fsynced in ``tmp/``. Delivering one message into several
+        Maildirs prepares every copy before publishing any, so that a
+        failing disk stops them all before any is delivered. On failure the
+        ``tmp/`` file is removed and the exception propagates."""
         try:
             self.write(chunks)
-            fd, tmp = self._fd, self._tmp
-            assert fd is not None and tmp is not None
+            fd = self._fd
+            assert fd is not None
             self._fd = None
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except BaseException:
+            self.discard()
+            raise
+
+    def publish(self) -> str:
+        """The second half of :meth:`commit`: link the prepared file into
+        ``new/`` and fsync ``new/``. Returns the file name under ``new/``; on
+        failure nothing is left in ``tmp/`` or ``new/``."""
+        tmp = self._tmp
+        if tmp is None or self._fd is not None or self._finished:
+            raise ValueError("publish() needs a prepared delivery")
+        target = self.store.path / "new" / self.name
+        linked = False
+        try:
             try:
                 # link() fails if the name exists, where rename() would
                 # silently replace another message.
@@ -184,6 +205,12 @@ class Delivery:
         # error that makes the client send the message again.
         _unlink(tmp, quiet=True)
         return self.name
+
+    def withdraw(self) -> None:
+        """Take a published message back out of ``new/`` (a copy of a message
+        whose other copies could not be delivered, before the client is told
+        to send it again). Gone already (a reader moved it): nothing to do."""
+        _unlink(self.store.path / "new" / self.name, quiet=True)
 
     def discard(self) -> None:
         """Remove the ``tmp/`` file, if any; safe to call more than once,
@@ -220,11 +247,12 @@ def check_credentials(users: Mapping[str, str], auth: AuthAttempt) -> bool:
     return hmac.compare_digest(known.encode(), auth.password.encode())
 
 
-def describe(session: Session, size: int) -> str:
-    """One log line for a delivered message (after its file name)."""
+def describe(session: Session, size: int, to: Sequence[str] | None = None) -> str:
+    """One log line for a delivered message (after its file name); ``to``:
+    the recipients of this copy (default: the envelope's)."""
     envelope = session.envelope
     sender = envelope.mail_from.address if envelope.mail_from else ""
-    recipients = ",".join(r.address for r in envelope.rcpt_to)
+    recipients = ",".join(to if to is not None else (r.address for r in envelope.rcpt_to))
     tls = session.tls.version if session.tls is not None else "no"
     user = session.user if isinstance(session.user, str) else (
         "-" if session.user is None else type(session.user).__name__)

@@ -169,3 +169,23 @@ class Raw:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# What the command-line server puts in front of a stored message: Return-Path,
+# Delivered-To (a copy for one recipient), Received (folded lines).
+_TRACE = re.compile(
+    rb"Return-Path: <[^\r\n]*>\r\n(?:Delivered-To: [^\r\n]*\r\n)?"
+    rb"Received: [^\r\n]*\r\n(?:\t[^\r\n]*\r\n)*")
+
+
+def trace_length(data: bytes) -> int:
+    """How many bytes of ``data`` (a stored message, or its start) are the
+    trace headers; fails the test if they are not there."""
+    found = _TRACE.match(data)
+    assert found, f"no trace headers in front of {data[:300]!r}"
+    return found.end()
+
+
+def without_trace(data: bytes) -> bytes:
+    """A stored message as the client sent it."""
+    return data[trace_length(data):]

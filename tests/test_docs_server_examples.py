@@ -38,7 +38,16 @@ import trustme
 
 from smtp_anyio import SMTPError, SMTPServer
 
-from .example_programs import EXAMPLES, ROOT, TIMEOUT, Program, Raw, child_env, example
+from .example_programs import (
+    EXAMPLES,
+    ROOT,
+    TIMEOUT,
+    Program,
+    Raw,
+    child_env,
+    example,
+    without_trace,
+)
 
 PAGES = ROOT / "docs" / "server"
 
@@ -1020,7 +1029,9 @@ def test_cli_default_command_delivers_to_a_maildir(tmp_path: Path) -> None:
                             r"session=\w+ tls=\S+ user=\S+ time=\S+Z$")
         [message] = cli.delivered()
         assert message.name == line.group(1)
-        assert message.read_bytes() == b"Subject: cli\r\n\r\nhello\r\n"
+        stored = message.read_bytes()
+        assert without_trace(stored) == b"Subject: cli\r\n\r\nhello\r\n"
+        assert stored.startswith(b"Return-Path: <a@example.org>\r\nReceived: from ")
         assert sorted(p.name for p in cli.maildir.iterdir()) == ["cur", "new", "tmp"]
 
 
@@ -1074,9 +1085,14 @@ def test_cli_lmtp_with_size_limit(tmp_path: Path) -> None:
         raw.command("DATA")
         raw.send("hello\r\n.\r\n")
         first, second = raw.reply(), raw.reply()
-        assert first == second
+        # A copy per recipient, each with its own reply and Delivered-To.
         assert first[0].startswith("250 2.0.0 OK: queued as ")
-        assert len(cli.delivered()) == 1
+        assert second[0].startswith("250 2.0.0 OK: queued as ")
+        assert first != second
+        copies = sorted(path.read_bytes() for path in cli.delivered())
+        assert [copy.split(b"\r\n")[1] for copy in copies] == [
+            b"Delivered-To: b@example.org", b"Delivered-To: c@example.org"]
+        assert all(without_trace(copy) == b"hello\r\n" for copy in copies)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
