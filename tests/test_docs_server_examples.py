@@ -27,6 +27,7 @@ import smtplib
 import ssl
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -244,8 +245,11 @@ def with_python(words: list[str]) -> list[str]:
 
 
 def any_port(words: list[str]) -> list[str]:
-    """``HOST:PORT`` arguments with port 0: let the system pick."""
-    return [re.sub(r"^(127\.0\.0\.1|localhost):\d+$", r"127.0.0.1:0", w) for w in words]
+    """``HOST:PORT`` arguments with port 0: let the system pick (not the
+    address of a relay, which is somebody else's)."""
+    return [w if i and words[i - 1] == "--relay"
+            else re.sub(r"^(127\.0\.0\.1|localhost):\d+$", r"127.0.0.1:0", w)
+            for i, w in enumerate(words)]
 
 
 # ==============================================================================
@@ -998,11 +1002,17 @@ class CLI(Program):
         super().__init__(any_port(with_python(words)), cwd=cwd)
         self.ports: list[int] = []
         self.implicit: list[int] = []
+        self.unix: list[str] = []
         while True:
             line = self.line()
             if line.startswith("delivering to "):
-                self.maildir = Path(line.removeprefix("delivering to "))
+                self.maildir = Path(line.removeprefix("delivering to ").split(" (")[0])
                 break
+            if line.startswith("relaying to "):
+                break
+            if line.startswith("listening on unix:"):
+                self.unix.append(line.removeprefix("listening on unix:"))
+                continue
             found = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)( \(implicit TLS\))?", line)
             assert found, line
             (self.implicit if found.group(2) else self.ports).append(int(found.group(1)))
@@ -1076,7 +1086,7 @@ def test_cli_self_signed_certificate(tmp_path: Path) -> None:
 
 
 def test_cli_lmtp_with_size_limit(tmp_path: Path) -> None:
-    with CLI(cli_command("--lmtp"), tmp_path) as cli, Raw(cli.ports[0]) as raw:
+    with CLI(cli_command("lmtp-mail"), tmp_path) as cli, Raw(cli.ports[0]) as raw:
         assert raw.reply() == ["220 mail.example.org LMTP"]
         assert "SIZE 10485760" in [line[4:] for line in raw.command("LHLO mx.example.org")]
         raw.command("MAIL FROM:<a@example.org>")
@@ -1093,6 +1103,41 @@ def test_cli_lmtp_with_size_limit(tmp_path: Path) -> None:
         assert [copy.split(b"\r\n")[1] for copy in copies] == [
             b"Delivered-To: b@example.org", b"Delivered-To: c@example.org"]
         assert all(without_trace(copy) == b"hello\r\n" for copy in copies)
+
+
+def test_cli_lmtp_on_a_unix_socket_into_a_maildir_per_recipient(tmp_path: Path) -> None:
+    socket_dir = Path(tempfile.mkdtemp(prefix="cli-", dir="/tmp"))  # short: AF_UNIX paths
+    words = [{"unix:/run/smtp-anyio/lmtp.sock": f"unix:{socket_dir}/lmtp.sock",
+              "/var/mail/vhosts": str(tmp_path / "vhosts")}.get(w, w)
+             for w in cli_command("--maildir-per-recipient")]
+    try:
+        with CLI(words, tmp_path) as cli:
+            assert cli.unix == [f"{socket_dir}/lmtp.sock"]
+            with smtplib.LMTP(cli.unix[0], timeout=TIMEOUT) as client:
+                client.sendmail("a@example.org", ["Bob@example.com"], b"Subject: x\r\n\r\nhi\r\n")
+            cli.wait_for(r"^bob/\S+ from=<a@example\.org> to=<Bob@example\.com> ")
+            [stored] = (tmp_path / "vhosts" / "bob" / "new").iterdir()
+            assert stored.read_bytes().startswith(
+                b"Return-Path: <a@example.org>\r\nDelivered-To: Bob@example.com\r\n")
+        assert not (socket_dir / "lmtp.sock").exists()  # removed at exit
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def test_cli_relay_passes_messages_on(tmp_path: Path) -> None:
+    from smtp_anyio.testing import Controller, MessageLog
+
+    log = MessageLog()
+    with Controller(on_data=log, auth_optional=True) as target:
+        words = [w.replace("127.0.0.1:10025", f"127.0.0.1:{target.port}")
+                 for w in cli_command("--relay")]
+        with CLI(words, tmp_path) as cli, \
+                smtplib.SMTP("127.0.0.1", cli.ports[0], timeout=TIMEOUT) as client:
+            client.sendmail("a@example.org", ["b@example.com"], b"Subject: x\r\n\r\nhi\r\n")
+        [message] = log.wait_for(1)
+    assert message.data.startswith(b"Received: from ")
+    assert message.data.endswith(b"Subject: x\r\n\r\nhi\r\n")
+    assert not (tmp_path / "maildir").exists()  # nothing stored
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
