@@ -259,5 +259,5 @@ def describe(session: Session, size: int, to: Sequence[str] | None = None) -> st
     when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     # ascii(): a client's address text cannot break the line or the terminal.
     return (f"from=<{ascii(sender)[1:-1]}> to=<{ascii(recipients)[1:-1]}> size={size} "
-            f"client={session.remote_address} session={session.id} tls={tls} "
+            f"client={session.remote_address or '-'} session={session.id} tls={tls} "
             f"user={ascii(user)[1:-1]} time={when.replace('+00:00', 'Z')}")
