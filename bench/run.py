@@ -87,6 +87,12 @@ def all_servers(node: Path | None) -> list[Server]:
         Server("smtp_anyio-trio", "ours",
                (py, str(SINKS / "anyio_sink.py"), "--backend", "trio")),
         Server("smtp_sync", "ours", (py, str(SINKS / "sync_sink.py")), threaded=True),
+        # Two worker processes on one port (run_workers, SO_REUSEPORT):
+        # the "Running at scale" ratio, against the one-process rows.
+        Server("smtp_anyio-uvloop-2w", "ours",
+               (py, str(SINKS / "anyio_sink.py"), "--backend", "uvloop", "--workers", "2")),
+        Server("smtp_sync-2w", "ours", (py, str(SINKS / "sync_sink.py"), "--workers", "2"),
+               threaded=True),
         Server("aiosmtpd-asyncio", "incumbent",
                (py, str(SINKS / "aiosmtpd_sink.py"), "--backend", "asyncio")),
         Server("aiosmtpd-uvloop", "incumbent",
@@ -146,22 +152,42 @@ class SinkProcess:
                 if line.startswith("READY"):
                     self._ready.set()
 
+    def _processes(self) -> list[int]:
+        """The server's process and its worker processes (``--workers``)."""
+        pids = [self.pid]
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        pids += [int(child) for child in fh.read().split()]
+        return pids
+
     def cpu_times(self) -> tuple[float, float]:
-        """User and system time of the server process (all its threads)."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as fh:
-                parts = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan"), float("nan")
+        """User and system time of the server (all its threads and workers)."""
         tick = os.sysconf("SC_CLK_TCK")
-        return int(parts[11]) / tick, int(parts[12]) / tick
+        user = system = 0.0
+        for pid in self._processes():
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    parts = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                if pid == self.pid:
+                    return float("nan"), float("nan")
+                continue
+            user += int(parts[11]) / tick
+            system += int(parts[12]) / tick
+        return user, system
 
     def rss_kib(self) -> int:
-        with open(f"/proc/{self.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        total = 0
+        for pid in self._processes():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        if not total:
+            raise RuntimeError("no VmRSS")
+        return total
 
     def stop(self) -> dict[str, int]:
         """SIGTERM; returns the sink's STATS counters (empty if none)."""
@@ -177,10 +203,12 @@ class SinkProcess:
         self._reader.join(5)
         self.log.close()
         SinkProcess.live.discard(self)
-        for line in self.lines:
+        totals: dict[str, int] = {}
+        for line in self.lines:  # one per worker process with --workers
             if line.startswith("STATS"):
-                return {k: int(v) for k, v in (p.split("=") for p in line.split()[1:])}
-        return {}
+                for key, value in (p.split("=") for p in line.split()[1:]):
+                    totals[key] = totals.get(key, 0) + int(value)
+        return totals
 
 
 def _cpu_used(before: tuple[float, float], after: tuple[float, float]) -> dict[str, float]:

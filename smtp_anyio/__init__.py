@@ -23,6 +23,7 @@ from smtp_server import (
 
 from ._server import SMTPServer
 from ._stream import MessageStream
+from ._workers import run_workers
 
 __all__ = [
     "AuthAttempt",
@@ -39,4 +40,5 @@ __all__ = [
     "TLSConfig",
     "TLSInfo",
     "received_header",
+    "run_workers",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from smtp_server import ServerOptions
+from smtp_server import ListenerSpec, ServerOptions, WorkerListener
 
 from ._cli_checks import (
     BadInput,
@@ -31,6 +31,7 @@ from ._cli_checks import (
 )
 from ._cli_output import LineWriter, WriterHandler, close_all
 from ._cli_servers import CliServer, MaildirServer, _print_line
+from ._workers import run_workers
 
 __all__ = ["main"]
 
@@ -63,6 +64,14 @@ class JSONFormatter(logging.Formatter):
 def _size(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a number of bytes, got {text!r}")
+    return int(text)
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or auto, got {text!r}")
     return int(text)
 
 
@@ -99,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow AUTH before TLS (with --auth-file)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="-v: a log line per connection and event (INFO); -vv: DEBUG too")
+    parser.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
+                        help="serve from N processes on the same ports (auto: one per CPU)")
     parser.add_argument("--log-json", action="store_true",
                         help="log records as JSON lines (time, level, logger, message)")
     return parser
@@ -173,10 +184,11 @@ def _self_signed_cryptography(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
-async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
-              say: Callable[[str], None] = _print_line) -> None:
-    """Serve until SIGINT or SIGTERM; ``say`` writes a line of output and
-    must not block (see :class:`MaildirServer`)."""
+def build_server(args: argparse.Namespace, say: Callable[[str], None]
+                 ) -> tuple[CliServer, str]:
+    """The server the arguments describe, and the line saying where its
+    messages go. ``say`` writes a line of output and must not block (see
+    :class:`CliServer`)."""
     # --size 0: no limit (the core's "size": None).
     options: ServerOptions = {"lmtp": args.lmtp, "size": args.size or None}
     if args.name:
@@ -186,48 +198,66 @@ async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
     options["allow_insecure_auth"] = args.allow_insecure_auth
     # Without users there is nobody to log in: AUTH is not offered at all.
     options["auth_methods"] = ("PLAIN", "LOGIN", "CRAM-MD5") if users is not None else ()
-    tmp = None
-    if args.tls_self_signed and not args.tls_cert:
-        tmp = tempfile.TemporaryDirectory(prefix="smtp-anyio-")
-        args.tls_cert, args.tls_key = self_signed(Path(tmp.name))
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise SystemExit("--tls-cert and --tls-key go together")
+    if args.tls_cert:
         options["cert"], options["key"] = args.tls_cert, args.tls_key
-    if args.implicit_tls and "cert" not in options:
-        raise SystemExit("--implicit-tls needs --tls-cert/--tls-key or --tls-self-signed")
-    server: CliServer
     if args.relay is not None:
         from ._relay import RelayServer, RelayTarget  # noqa: PLC0415 - needs aiosmtplib
 
         relay = args.relay
         target = (RelayTarget(path=str(relay)) if isinstance(relay, UnixPath)
                   else RelayTarget(host=relay[0], port=relay[1]))
-        server = RelayServer(target, users, say=say, **options)
-        destination = f"relaying to {target}"
-    else:
-        server = MaildirServer(args.maildir, users, say=say,
-                               per_recipient=args.maildir_per_recipient, **options)
-        destination = f"delivering to {os.path.abspath(args.maildir)}" + (
-            " (a Maildir per recipient)" if args.maildir_per_recipient else "")
+        return RelayServer(target, users, say=say, **options), destination_line(args)
+    server = MaildirServer(args.maildir, users, say=say,
+                           per_recipient=args.maildir_per_recipient, **options)
+    return server, destination_line(args)
+
+
+def destination_line(args: argparse.Namespace) -> str:
+    """Where the messages go, as the output says it."""
+    if args.relay is not None:
+        relay = args.relay
+        where = f"unix:{relay}" if isinstance(relay, UnixPath) else f"{relay[0]}:{relay[1]}"
+        return f"relaying to {where}"
+    return f"delivering to {os.path.abspath(args.maildir)}" + (
+        " (a Maildir per recipient)" if args.maildir_per_recipient else "")
+
+
+def plain_listeners(args: argparse.Namespace) -> list[tuple[str, int] | UnixPath]:
+    """``--listen``, or 127.0.0.1:2525 unless there are implicit-TLS ones."""
+    return args.listen or ([] if args.implicit_tls else [("127.0.0.1", 2525)])
+
+
+async def run(args: argparse.Namespace, ready: anyio.Event | None = None,
+              say: Callable[[str], None] = _print_line) -> None:
+    """Serve until SIGINT or SIGTERM (SIGHUP: reload the certificates)."""
+    server, destination = build_server(args, say)
+    async with server:
+        for secure, listeners in ((False, plain_listeners(args)), (True, args.implicit_tls)):
+            for where in listeners:
+                say(f"listening on {await _listen(server, where, secure)}"
+                    + (" (implicit TLS)" if secure else ""))
+        say(destination)
+        if ready is not None:
+            ready.set()
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                        signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reload_certificates(server, say)
+                    continue
+                say(f"{signal.Signals(signum).name}: shutting down")
+                break
+        await server.close()
+
+
+def reload_certificates(server: CliServer, say: Callable[[str], None]) -> None:
+    """SIGHUP: the certificate files read again (renewed by certbot, say);
+    new connections get them, a file that does not load changes nothing."""
     try:
-        async with server:
-            plain = args.listen or ([] if args.implicit_tls else [("127.0.0.1", 2525)])
-            for secure, listeners in ((False, plain), (True, args.implicit_tls)):
-                for where in listeners:
-                    say(f"listening on {await _listen(server, where, secure)}"
-                        + (" (implicit TLS)" if secure else ""))
-            say(destination)
-            if ready is not None:
-                ready.set()
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    say(f"{signal.Signals(signum).name}: shutting down")
-                    break
-            await server.close()
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+        if server.reload_certificates():
+            say("SIGHUP: certificates reloaded")
+    except (OSError, ValueError) as exc:
+        log.error("SIGHUP: certificates not reloaded: %s", exc)
 
 
 async def _listen(server: CliServer, where: tuple[str, int] | UnixPath, secure: bool) -> str:
@@ -256,6 +286,10 @@ def check_arguments(args: argparse.Namespace) -> None:
                 resolvable(option, *where)
     if args.relay is not None:
         check_relay(args)
+    if args.workers != 1 and any(isinstance(where, UnixPath) for where in
+                                 [*(args.listen or ()), *args.implicit_tls]):
+        raise BadInput("--workers: a Unix socket cannot be shared by worker processes "
+                       "(SO_REUSEPORT is TCP's); listen on TCP, or run one process")
 
 
 def check_relay(args: argparse.Namespace) -> None:
@@ -282,15 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         sys.stderr.write(f"{parser.prog}: error: {exc}\n")
         return 2
-    # Standard output and the log (standard error) are written by threads of
-    # their own: the event loop must never wait for whoever reads them.
-    console = LineWriter(sys.stdout, name="stdout")
-    errors = LineWriter(sys.stderr, name="stderr")
-    handler = WriterHandler(errors)
-    handler.setFormatter(JSONFormatter() if args.log_json else logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel({0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG))
     backend = args.backend
     if backend is None:
         try:
@@ -299,6 +324,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend = "asyncio"
         else:
             backend = "uvloop"
+    formatter = JSONFormatter() if args.log_json else logging.Formatter(LOG_FORMAT)
+    logging.getLogger().setLevel(
+        {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG))
+    tmp = None
+    if args.tls_self_signed and not args.tls_cert:
+        tmp = tempfile.TemporaryDirectory(prefix="smtp-anyio-")
+        args.tls_cert, args.tls_key = self_signed(Path(tmp.name))
+    try:
+        if args.workers != 1:
+            return _serve_workers(args, backend, formatter)
+        return _serve(args, backend, formatter)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def writers(formatter: logging.Formatter) -> tuple[LineWriter, LineWriter, WriterHandler]:
+    """Standard output and the log (standard error), written by threads of
+    their own: the event loop must never wait for whoever reads them."""
+    console = LineWriter(sys.stdout, name="stdout")
+    errors = LineWriter(sys.stderr, name="stderr")
+    handler = WriterHandler(errors)
+    handler.setFormatter(formatter)
+    logging.getLogger().addHandler(handler)
+    return console, errors, handler
+
+
+def _serve(args: argparse.Namespace, backend: str, formatter: logging.Formatter) -> int:
+    """One process: the server in this one's event loop."""
+    console, errors, handler = writers(formatter)
     status = 0
     try:
         if backend == "uvloop":
@@ -313,7 +368,54 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors.put(f"error: {error}")
         status = 1
     finally:
-        root.removeHandler(handler)
+        logging.getLogger().removeHandler(handler)
         # Drained, unless nobody reads them: then exit all the same.
         close_all([console, errors], EXIT_WAIT)
     return status
+
+
+def _serve_workers(args: argparse.Namespace, backend: str, formatter: logging.Formatter) -> int:
+    """``--workers N``: the same server in N processes on the same ports
+    (:func:`smtp_anyio.run_workers`). This process supervises and prints
+    the ``listening on`` lines once every worker listens; each worker writes
+    its message lines (one ``write`` per line: whole lines even on a shared
+    pipe) and its log from threads of its own, started after the fork."""
+    root = logging.getLogger()
+    # The supervisor runs no event loop: plain blocking writes will do.
+    supervisor_log = logging.StreamHandler(sys.stderr)
+    supervisor_log.setFormatter(formatter)
+    root.addHandler(supervisor_log)
+    destination = destination_line(args)
+    # (No Unix socket here: check_arguments refused them with --workers.)
+    listeners: list[ListenerSpec] = [
+        (where[0], where[1], secure)
+        for secure, group in ((False, plain_listeners(args)), (True, args.implicit_tls))
+        for where in group if not isinstance(where, UnixPath)]
+
+    def on_ready(bound: Sequence[WorkerListener]) -> None:
+        for listener in bound:
+            print(f"listening on {listener.host}:{listener.port}"
+                  + (" (implicit TLS)" if listener.secure else ""), flush=True)
+        print(destination, flush=True)
+
+    def make_server() -> CliServer:
+        # In the worker, in its event loop: the inherited handler would
+        # block it, so the worker's own writer threads take over.
+        root.removeHandler(supervisor_log)
+        console, errors, _ = writers(formatter)
+        server, _ = build_server(args, console.put)
+
+        def drain() -> None:
+            close_all([console, errors], EXIT_WAIT)
+
+        server.on_closed = drain
+        return server
+
+    try:
+        if backend == "uvloop":
+            return run_workers(make_server, listeners, workers=args.workers, backend="asyncio",
+                               backend_options={"use_uvloop": True}, on_ready=on_ready)
+        return run_workers(make_server, listeners, workers=args.workers, backend=backend,
+                           on_ready=on_ready)
+    finally:
+        root.removeHandler(supervisor_log)

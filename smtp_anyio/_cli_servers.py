@@ -46,6 +46,14 @@ class CliServer(SMTPServer):
         self.users = users
         self.say = say
         self.by = usable_name(self.protocol_config.name)
+        self.on_closed: Callable[[], None] | None = None
+        """Called (in a worker thread) once :meth:`close` is done: a worker
+        process's output writers are drained there."""
+
+    async def close(self) -> None:
+        await super().close()
+        if self.on_closed is not None:
+            await anyio.to_thread.run_sync(self.on_closed)
 
     async def on_auth(self, auth: AuthAttempt, session: Session) -> object:
         if self.users is not None and check_credentials(self.users, auth):

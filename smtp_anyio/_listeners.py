@@ -14,6 +14,11 @@ connection that asyncio's own accept path creates.
 trio (and anyio streams anywhere): ``listener.accept()`` in a loop with the
 same backoff, instead of ``listener.serve()``, which ends the server at
 the first EMFILE.
+
+Unix sockets (bound by :func:`smtp_server.bind_unix`) go the same ways,
+except that uvloop too runs our accept loop on them: on the asyncio loops
+``AsyncioAcceptor``, on trio ``SocketListener.from_socket`` and
+:func:`accept_streams`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import anyio
 from anyio.abc import SocketListener, SocketStream, TaskGroup
 
-from smtp_server import AcceptBackoff
+from smtp_server import AcceptBackoff, set_reuse_port
 
 __all__ = ["Address", "AsyncioAcceptor", "accept_streams", "bind_sockets", "is_uvloop"]
 
@@ -40,9 +45,11 @@ def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
     return type(loop).__module__.startswith("uvloop")
 
 
-async def bind_sockets(host: str, port: int) -> list[socket.socket]:
+async def bind_sockets(host: str, port: int, *, reuse_port: bool = False
+                       ) -> list[socket.socket]:
     """Listening sockets for ``host`` (one per address family it resolves
-    to, as ``loop.create_server`` binds them), non-blocking."""
+    to, as ``loop.create_server`` binds them), non-blocking; with
+    ``SO_REUSEPORT`` if ``reuse_port``."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
@@ -56,6 +63,8 @@ async def bind_sockets(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                set_reuse_port(sock)
             if family == socket.AF_INET6:
                 # Each family gets its own socket, as asyncio does it.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import socket
 import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import Unpack
 
 import anyio
-from anyio.abc import Listener, SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketListener, SocketStream, TaskGroup
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, Session, TLSInfo
-from smtp_server import AcceptBackoff, ServerBase, ServerOptions
+from smtp_server import (
+    AcceptBackoff,
+    ServerBase,
+    ServerOptions,
+    bind_unix,
+    check_reuse_port,
+    listener_name,
+)
 
 from ._driver import Connection
 from ._io import EventWaiter
@@ -150,26 +159,73 @@ class SMTPServer(ServerBase):
             self._closed.set()
 
     async def listen(
-        self, port: int = 0, host: str = "127.0.0.1", *, secure: bool | None = None
+        self, port: int = 0, host: str = "127.0.0.1", *, secure: bool | None = None,
+        reuse_port: bool = False,
     ) -> Address:
         """Start accepting on ``host:port`` (port 0 picks a free one); returns
         the bound address. ``secure`` overrides the server-wide implicit TLS
-        option for this listener. Call inside ``async with server:``."""
+        option for this listener. ``reuse_port``: set ``SO_REUSEPORT``, so
+        that several processes can listen on the same port (``OSError``
+        where the platform has none). Call inside ``async with server:``."""
         if self._tg is None:
             raise RuntimeError("use `async with server:` before listen()")
         implicit = self.implicit_tls(secure)
-        use_native = running_asyncio_loop() is not None and not (
-            implicit and self._config.use_proxy
-        )
-        if use_native:
-            address = await self._listen_asyncio(host, port, implicit)
+        if reuse_port:
+            check_reuse_port()
+        if self._native(implicit):
+            address = await self._listen_asyncio(host, port, implicit, reuse_port)
         else:
-            address = await self._listen_stream(host, port, implicit)
+            address = await self._listen_stream(host, port, implicit, reuse_port)
         self.addresses.append(address)
         self.logger.info("listening on %s:%d%s", *address, " (implicit TLS)" if implicit else "")
         return address
 
-    async def _listen_asyncio(self, host: str, port: int, implicit: bool) -> Address:
+    async def listen_unix(
+        self, path: str | os.PathLike[str], *, secure: bool | None = None,
+        mode: int | None = None,
+    ) -> str:
+        """Start accepting on a Unix socket at ``path`` (what Postfix's
+        ``lmtp:unix:`` and Dovecot connect to); returns the path. A socket
+        file left by a crashed server is replaced; a live one raises
+        ``OSError`` (``EADDRINUSE``), any other file ``FileExistsError``
+        (and stays). ``mode`` (e.g. ``0o660``) is the socket file's
+        permissions: who may connect. The file is removed when the server
+        closes. Sessions on it have no client address (``None``).
+        Call inside ``async with server:``."""
+        if self._tg is None:
+            raise RuntimeError("use `async with server:` before listen_unix()")
+        implicit = self.implicit_tls(secure)
+        sock, created = bind_unix(path, mode=mode, backlog=BACKLOG)
+        bound = str(sock.getsockname())  # the path as given
+        sock.setblocking(False)
+        try:
+            if self._native(implicit):
+                self._accept_asyncio(sock, implicit)
+            else:
+                await self._accept_streams([await SocketListener.from_socket(sock)],
+                                           implicit, f"unix:{bound}")
+        except BaseException:
+            sock.close()
+            created.remove()
+            raise
+
+        def unlink() -> None:
+            # (Only if it is still ours: a server started since at the same
+            # path keeps its socket file.)
+            created.remove()
+
+        self._listeners.append(unlink)
+        self.unix_paths.append(bound)
+        self.logger.info("listening on unix:%s%s", bound, " (implicit TLS)" if implicit else "")
+        return bound
+
+    def _native(self, implicit: bool) -> bool:
+        """Accept on asyncio's own transports (asyncio and uvloop): all but
+        a PROXY header before implicit TLS, which only streams can read."""
+        return running_asyncio_loop() is not None and not (
+            implicit and self._config.use_proxy)
+
+    def _protocol_factory(self) -> Callable[[], AsyncioIO]:
         loop = asyncio.get_running_loop()
 
         def made(io: AsyncioIO) -> Connection:
@@ -178,32 +234,56 @@ class SMTPServer(ServerBase):
         def factory() -> AsyncioIO:
             return AsyncioIO(made, loop)
 
+        return factory
+
+    def _accept_asyncio(self, sock: socket.socket, implicit: bool) -> None:
+        """Our accept loop on one non-blocking listening socket."""
         # Implicit TLS: the loop does the handshake with the stable front
         # context, which follows update_secure_context() (see TLSContexts).
-        context = self.tls.context if implicit else None
-        timeout = self.options.socket_timeout
+        acceptor = AsyncioAcceptor(
+            asyncio.get_running_loop(), sock, self._protocol_factory(),
+            context=self.tls.context if implicit else None,
+            handshake_timeout=self.options.socket_timeout,
+            backoff=AcceptBackoff(self.logger, listener_name(sock)))
+        self._listeners.append(acceptor.close)
+
+    async def _listen_asyncio(self, host: str, port: int, implicit: bool,
+                              reuse_port: bool) -> Address:
+        loop = asyncio.get_running_loop()
         if is_uvloop(loop):
+            timeout = self.options.socket_timeout
             server = await loop.create_server(
-                factory, host, port, reuse_address=True, backlog=BACKLOG, ssl=context,
+                self._protocol_factory(), host, port, reuse_address=True,
+                reuse_port=reuse_port, backlog=BACKLOG,
+                ssl=self.tls.context if implicit else None,
                 ssl_handshake_timeout=timeout if implicit else None,
             )
             self._listeners.append(server.close)
             sockname = server.sockets[0].getsockname()
             return str(sockname[0]), int(sockname[1])
-        sockets = await bind_sockets(host, port)
+        sockets = await bind_sockets(host, port, reuse_port=reuse_port)
         for sock in sockets:
-            name = "{}:{}".format(*sock.getsockname()[:2])
-            acceptor = AsyncioAcceptor(loop, sock, factory, context=context,
-                                       handshake_timeout=timeout,
-                                       backoff=AcceptBackoff(self.logger, name))
-            self._listeners.append(acceptor.close)
+            self._accept_asyncio(sock, implicit)
         sockname = sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
-    async def _listen_stream(self, host: str, port: int, implicit: bool) -> Address:
+    async def _listen_stream(self, host: str, port: int, implicit: bool,
+                             reuse_port: bool) -> Address:
         listener = await anyio.create_tcp_listener(
-            local_host=host, local_port=port, reuse_port=False, backlog=BACKLOG
+            local_host=host, local_port=port, reuse_port=reuse_port, backlog=BACKLOG
         )
+        sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
+        listeners: list[SocketListener] = []
+        for one in listener.listeners:  # one per address family of the host
+            assert isinstance(one, SocketListener)
+            listeners.append(one)
+        await self._accept_streams(listeners, implicit, f"{sockname[0]}:{sockname[1]}")
+        return str(sockname[0]), int(sockname[1])
+
+    async def _accept_streams(self, listeners: list[SocketListener], implicit: bool,
+                              name: str) -> None:
+        """An accept loop per listener (one per address family of a host),
+        each connection a task in the server's task group."""
         scope = anyio.CancelScope()
 
         async def handle(stream: SocketStream) -> None:
@@ -219,20 +299,17 @@ class SMTPServer(ServerBase):
             finally:
                 self.forget(connection)
 
-        sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
-        backoff = AcceptBackoff(self.logger, f"{sockname[0]}:{sockname[1]}")
+        backoff = AcceptBackoff(self.logger, name)
         tg = self._tg
         assert tg is not None
 
-        async def accept_loop(one: Listener[SocketStream]) -> None:
-            assert isinstance(one, SocketListener)
+        async def accept_loop(one: SocketListener) -> None:
             with scope:
                 await accept_streams(one, tg, handle, backoff)
 
-        for one in listener.listeners:  # one per address family of the host
+        for one in listeners:
             tg.start_soon(accept_loop, one)
         self._listeners.append(scope.cancel)
-        return str(sockname[0]), int(sockname[1])
 
     def _adopt(self, connection: Connection) -> Connection:
         self.connections.add(connection)

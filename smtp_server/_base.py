@@ -91,6 +91,8 @@ class ServerBase:
         )
         self.closing = False
         self.addresses: list[tuple[str, int]] = []
+        self.unix_paths: list[str] = []
+        """The Unix sockets listened on (``listen_unix()``); ``addresses``: TCP."""
         delay = backend.early_talker_delay
         if delay is None:
             delay = 0.1 if config.reject_early_talkers else 0.0
@@ -101,6 +103,19 @@ class ServerBase:
         new connections use them at once, open ones keep theirs."""
         self.tls.update(**tls_options)
         self.protocol_config = effective_config(self._config, self.tls.available)
+
+    def reload_certificates(self) -> bool:
+        """Read the certificate files again: ``key``, ``cert``, ``ca`` and
+        those of ``sni_options``, from the paths the server was given (PEM
+        text given inline and a ``tls_context`` stay what they are), and
+        swap them in as :meth:`update_secure_context` does. What a worker
+        process does on SIGHUP. Returns False when the server has no TLS;
+        raises ``OSError``, ``ssl.SSLError`` or ``ValueError`` when the
+        files do not load, and then the old certificates stay."""
+        if not self.tls.config.configured:
+            return False
+        self.update_secure_context()
+        return True
 
     def implicit_tls(self, secure: bool | None) -> bool:
         """Whether a listener does implicit TLS, checking it can."""

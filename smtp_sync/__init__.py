@@ -9,6 +9,7 @@ from smtp_server import BlockingMessageStream as MessageStream
 from smtp_server import MessageAbortedError, SMTPError, TLSConfig, received_header
 
 from ._server import DEFAULT_MAX_CONNECTIONS, SMTPServer
+from ._workers import run_workers
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -25,4 +26,5 @@ __all__ = [
     "TLSConfig",
     "TLSInfo",
     "received_header",
+    "run_workers",
 ]

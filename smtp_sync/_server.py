@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import inspect
+import os
 import select
 import socket
 import threading
@@ -19,7 +20,16 @@ from types import TracebackType
 from typing import Unpack
 
 from smtp_proto import AuthAttempt, MailFrom, RcptTo, ServerConnection, Session, TLSInfo
-from smtp_server import AcceptBackoff, BlockingMessageStream, ServerBase, ServerOptions
+from smtp_server import (
+    AcceptBackoff,
+    BlockingMessageStream,
+    ServerBase,
+    ServerOptions,
+    UnixSocketFile,
+    bind_unix,
+    listener_name,
+    set_reuse_port,
+)
 
 from ._connection import SyncConnection
 
@@ -28,6 +38,8 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "SMTPServer"]
 DEFAULT_MAX_CONNECTIONS = 1000
 _SIGNAL_CHECK = 0.5  # seconds: how late serve_forever() may run a signal handler
 """Concurrent clients (hence threads) when ``max_clients`` is not set."""
+_BACKLOG = 1024
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 Address = tuple[str, int]
 
@@ -59,6 +71,7 @@ class SMTPServer(ServerBase):
         self.connections: set[SyncConnection] = set()
         self._lock = threading.Lock()
         self._listeners: list[tuple[socket.socket, bool]] = []
+        self._unix_files: list[UnixSocketFile] = []
         self._threads: list[threading.Thread] = []
         self._serving = False
         self._closer: int | None = None
@@ -99,29 +112,53 @@ class SMTPServer(ServerBase):
         """Readable once the server starts closing (every blocked thread wakes)."""
         return self._wake_r.fileno()
 
-    def listen(self, port: int = 0, host: str = "127.0.0.1", *, secure: bool | None = None
-               ) -> Address:
+    def listen(self, port: int = 0, host: str = "127.0.0.1", *, secure: bool | None = None,
+               reuse_port: bool = False) -> Address:
         """Bind and listen now (port 0 picks a free one); accepting starts
-        with :meth:`serve_forever` or the ``with`` block."""
+        with :meth:`serve_forever` or the ``with`` block. ``reuse_port``:
+        set ``SO_REUSEPORT``, so that several processes can listen on the
+        same port (``OSError`` where the platform has none)."""
         implicit = self.implicit_tls(secure)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                set_reuse_port(sock)
             sock.bind((host, port))
-            sock.listen(1024)
+            sock.listen(_BACKLOG)
         except OSError:
             sock.close()
             raise
-        self._listeners.append((sock, implicit))
         name = sock.getsockname()
         address = (str(name[0]), int(name[1]))
         self.addresses.append(address)
-        self.logger.info("listening on %s:%d%s", *address, " (implicit TLS)" if implicit else "")
+        self._add_listener(sock, implicit, "{}:{}".format(*address))
+        return address
+
+    def listen_unix(self, path: str | os.PathLike[str], *, secure: bool | None = None,
+                    mode: int | None = None) -> str:
+        """Bind and listen on a Unix socket at ``path`` now (what Postfix's
+        ``lmtp:unix:`` and Dovecot connect to); returns the path. A socket
+        file left by a crashed server is replaced; a live one raises
+        ``OSError`` (``EADDRINUSE``), any other file ``FileExistsError``
+        (and stays). ``mode`` (e.g. ``0o660``) is the socket file's
+        permissions: who may connect. The file is removed by
+        :meth:`close`. Sessions on it have no client address (``None``)."""
+        implicit = self.implicit_tls(secure)
+        sock, created = bind_unix(path, mode=mode, backlog=_BACKLOG)
+        self._unix_files.append(created)
+        bound = str(sock.getsockname())  # the path as given
+        self.unix_paths.append(bound)
+        self._add_listener(sock, implicit, f"unix:{bound}")
+        return bound
+
+    def _add_listener(self, sock: socket.socket, implicit: bool, name: str) -> None:
+        self._listeners.append((sock, implicit))
+        self.logger.info("listening on %s%s", name, " (implicit TLS)" if implicit else "")
         with self._lock:
             if self._serving and not self.closing:  # already serving: this one too
                 self._start_accepting(sock, implicit)
-        return address
 
     def serve_forever(self) -> None:
         """Accept clients until :meth:`close` (from another thread or a
@@ -161,8 +198,7 @@ class SMTPServer(ServerBase):
         poller.register(self._wake_r.fileno(), select.POLLIN)
         pause = select.poll()  # while backing off: only close() wakes us
         pause.register(self._wake_r.fileno(), select.POLLIN)
-        name = "{}:{}".format(*listener.getsockname()[:2])
-        backoff = AcceptBackoff(self.logger, name)
+        backoff = AcceptBackoff(self.logger, listener_name(listener))
         while not self.closing:
             ready = {fd for fd, _ in poller.poll()}
             if self._wake_r.fileno() in ready or self.closing:
@@ -180,7 +216,8 @@ class SMTPServer(ServerBase):
             self._admit(sock, implicit)
 
     def _admit(self, sock: socket.socket, implicit: bool) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in _TCP_FAMILIES:  # not on a Unix socket: no such option
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             active = len(self.connections) + 1
             limit = self.options.max_clients or DEFAULT_MAX_CONNECTIONS
@@ -257,6 +294,8 @@ class SMTPServer(ServerBase):
             threads = list(self._threads)
         for thread in threads:
             thread.join(timeout=5)
+        for created in self._unix_files:
+            created.remove()  # (if still ours: see UnixSocketFile)
         for sock, _ in self._listeners:
             sock.close()
         if self._resolver_pool is not None:

@@ -24,6 +24,7 @@ import shlex
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -291,6 +292,37 @@ def test_server_thread_as_in_its_docstring(backend: str) -> None:
             client.sendmail("a@example.org", ["b@example.com"], b"Subject: hi\r\n\r\nhi\r\n")
         assert thread.call(lambda: server.listening) == (thread.address,)
     assert received == [b"Subject: hi\r\n\r\nhi\r\n"]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_lmtp_on_a_unix_socket_example(backend_name: str) -> None:
+    socket_dir = Path(tempfile.mkdtemp(prefix="docs-", dir="/tmp"))  # short: AF_UNIX paths
+    path = socket_dir / "lmtp.sock"
+    path.touch()  # a file that is no socket: refused, and left alone
+    argv = example("anyio_unix_socket", "--socket", str(path), "--mode", "600",
+                   "--backend", backend_name)
+    try:
+        with Program(argv) as refused:
+            assert refused.exit_status() != 0
+        assert "not a socket" in refused.stderr
+        assert path.is_file()
+        path.unlink()
+        with Program(argv) as server:
+            assert server.wait_for(r"^listening on unix:(.*)$").group(1) == str(path)
+            assert path.is_socket() and path.stat().st_mode & 0o777 == 0o600
+            with smtplib.LMTP(str(path), timeout=TIMEOUT) as client:
+                client.ehlo("mx.example.org")
+                client.mail("a@example.org")
+                client.rcpt("bob@example.com")
+                assert client.data(b"Subject: x\r\n\r\nhi\r\n") == (
+                    250, b"2.0.0 OK: delivered to bob@example.com")
+            server.wait_for(r"^\d+ bytes for bob@example\.com from a local client$")
+            server.proc.send_signal(signal.SIGTERM)
+            server.wait_for(r"^SIGTERM: closing$")
+            assert server.exit_status() == 0, server.stderr
+        assert not path.exists()  # removed at close
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 # ==============================================================================
@@ -1124,6 +1156,17 @@ def test_cli_lmtp_on_a_unix_socket_into_a_maildir_per_recipient(tmp_path: Path) 
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
+def test_cli_workers_deliver_into_one_maildir(tmp_path: Path) -> None:
+    with CLI(cli_command("--workers 2"), tmp_path) as cli:
+        for number in range(6):
+            with smtplib.SMTP("127.0.0.1", cli.ports[0], timeout=TIMEOUT) as client:
+                client.sendmail("a@example.org", ["b@example.com"], f"{number}\r\n".encode())
+        assert len(cli.delivered()) == 6
+        assert cli.maildir == tmp_path / "shared-mail"
+        cli.proc.send_signal(signal.SIGTERM)
+        assert cli.exit_status() == 0
+
+
 def test_cli_relay_passes_messages_on(tmp_path: Path) -> None:
     from smtp_anyio.testing import Controller, MessageLog
 
@@ -1162,6 +1205,55 @@ def test_cli_page_documents_every_flag() -> None:
             assert f"``{option}" in text, option
     defaults = build_parser().parse_args([])
     assert defaults.listen is None and defaults.maildir == "maildir"
+
+
+# ==============================================================================
+# Running at scale
+# ==============================================================================
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not hasattr(socket, "SO_REUSEPORT"),
+                    reason="worker processes need fork() and SO_REUSEPORT")
+def test_worker_processes_example(cert_dir: Path, certs: Certificates) -> None:
+    context = certs.client_context()
+    argv = example("anyio_workers", "--port", "0", "--workers", "2",
+                   "--cert", "cert/cert.pem", "--key", "cert/key.pem")
+    with Program(argv, cwd=cert_dir.parent) as program:
+        port = program.port(r"starting 2 workers on 127\.0\.0\.1:(\d+)")
+        program.wait_for(r"all 2 workers ready$")
+
+        def workers_met(expected_cn: str) -> set[str]:
+            """Messages until both workers have answered, each over STARTTLS
+            with the certificate named ``expected_cn``."""
+            pids: set[str] = set()
+            for _ in range(200):
+                with smtplib.SMTP("localhost", port, timeout=TIMEOUT) as client:
+                    client.starttls(context=context)
+                    assert common_name(client.sock) == expected_cn
+                    client.ehlo()
+                    client.mail("alice@example.org")
+                    client.rcpt("bob@example.com")
+                    code, text = client.data(b"Subject: hi\r\n\r\nhi\r\n")
+                assert code == 250
+                found = re.fullmatch(rb"2\.0\.0 OK: queued by worker (\d+)", text)
+                assert found, text
+                pids.add(found.group(1).decode())
+                program.wait_for(rf"^worker {found.group(1).decode()}: a message of \d+ bytes$")
+                if len(pids) == 2:
+                    return pids
+            pytest.fail(f"200 messages met only the workers {pids}")
+
+        pids = workers_met("localhost")
+        certs.write(certs.issue("localhost", common_name="renewed"),
+                    cert_dir / "cert.pem", cert_dir / "key.pem")
+        program.proc.send_signal(signal.SIGHUP)
+        reloaded = {program.wait_for(r"worker \d \(pid (\d+)\): certificates reloaded$")
+                    .group(1) for _ in range(2)}
+        assert reloaded == pids
+        assert workers_met("renewed") == pids
+        program.proc.send_signal(signal.SIGTERM)
+        program.wait_for(r"all workers have exited$")
+        assert program.exit_status() == 0, program.stderr
 
 
 # ==============================================================================

@@ -35,6 +35,8 @@ def parse_args(description: str, choices: tuple[str, ...] = ()) -> argparse.Name
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--secure", action="store_true", help="implicit TLS")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (run_workers); READY once all listen")
     args = parser.parse_args()
     if args.secure and not (args.tls_cert and args.tls_key):
         parser.error("--secure needs --tls-cert and --tls-key")
@@ -87,6 +89,12 @@ class Stats:
         with self._lock:
             self.messages += 1
             self.bytes += size
+
+    def report(self) -> None:
+        """The STATS line, without exiting (a worker process: its supervisor
+        waits for it; ``bench/run.py`` adds up the workers' lines)."""
+        sys.stdout.write(f"STATS messages={self.messages} bytes={self.bytes}\n")
+        sys.stdout.flush()
 
     def report_and_exit(self) -> None:
         try:

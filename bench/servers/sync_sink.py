@@ -2,6 +2,7 @@
 end and discards it.
 
     python bench/servers/sync_sink.py [--port N] [--tls-cert C --tls-key K [--secure]]
+        [--workers N]
 
 No reverse DNS; ``on_data`` iterates the blocking stream. See ``_sinkutil``
 for the readiness line and SIGTERM.
@@ -15,7 +16,7 @@ from typing import Any
 
 from _sinkutil import HOST, Stats, our_options, parse_args, ready
 
-from smtp_sync import SMTPServer
+from smtp_sync import SMTPServer, run_workers
 
 
 def main(args: Any) -> None:
@@ -40,5 +41,34 @@ def main(args: Any) -> None:
     server.serve_forever()
 
 
+def main_workers(args: Any) -> None:
+    """``--workers N``: ``run_workers``; READY (with the supervisor's pid)
+    once every worker listens, a STATS line per worker on SIGTERM."""
+
+    class CountingServer(SMTPServer):
+        def close(self) -> None:
+            super().close()
+            stats.report()
+
+    stats = Stats()
+
+    def on_data(stream: Any, session: Any) -> None:
+        for _chunk in stream:
+            pass
+        stats.count(stream.byte_length)
+
+    def make_server() -> SMTPServer:
+        options = our_options(args, on_data)
+        options["max_clients"] = 4000
+        return CountingServer(**options)
+
+    run_workers(make_server, [(HOST, args.port, args.secure)], workers=args.workers,
+                on_ready=lambda bound: ready(bound[0].port))
+
+
 if __name__ == "__main__":
-    main(parse_args(__doc__ or ""))
+    arguments = parse_args(__doc__ or "")
+    if arguments.workers > 1:
+        main_workers(arguments)
+    else:
+        main(arguments)
