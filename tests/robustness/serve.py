@@ -22,6 +22,12 @@ Handlers (``--handlers``):
 ``store``
    a plain ``on_data`` that writes each message into ``--store DIR`` (tmp
    file, fsync, rename) before it returns, so a 250 means "on disk".
+``store-peer``
+   as ``store``, and the session's ``remote_address`` (the client's, from a
+   PROXY header) in a sidecar file ``NAME.peer`` written before the message
+   ``NAME``; the reply is ``250 stored as NAME for ADDRESS``. An
+   ``on_connect`` prints ``connect from ADDRESS (PROXY v2 LOCAL)`` (or
+   ``(no PROXY header)``) for every connection, health checks included.
 """
 
 from __future__ import annotations
@@ -79,7 +85,40 @@ def handlers(name: str, store: str | None) -> dict[str, Any]:
             return f"stored as {name}"
 
         return {"on_data": on_data_store}
+    if name == "store-peer":
+        assert store is not None
+        return store_peer_handlers(Path(store))
     raise SystemExit(f"unknown handlers {name!r}")
+
+
+def store_durably(directory: Path, name: str, data: bytes) -> None:
+    """``directory/name`` whole or not at all: tmp file, fsync, rename."""
+    tmp = directory / f".{name}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, directory / name)
+
+
+def store_peer_handlers(directory: Path) -> dict[str, Any]:
+    """The ``store-peer`` preset: who each message came from, as the session
+    saw it."""
+
+    def on_connect_peer(session: Any) -> None:
+        proxy = session.proxy
+        via = f"PROXY v{proxy.version} {proxy.command}" if proxy else "no PROXY header"
+        print(f"connect from {session.remote_address} ({via})", flush=True)
+
+    def on_data_store_peer(stream: Any, session: Any) -> str:
+        body = stream.read()
+        name = uuid.uuid4().hex
+        peer = str(session.remote_address)
+        store_durably(directory, f"{name}.peer", peer.encode())  # first: a message has one
+        store_durably(directory, name, body)
+        return f"stored as {name} for {peer}"
+
+    return {"on_connect": on_connect_peer, "on_data": on_data_store_peer}
 
 
 def main() -> None:
