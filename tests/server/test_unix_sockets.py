@@ -18,7 +18,6 @@ import smtplib
 import socket
 import stat
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from smtp_server import UnixSocketFile, bind_unix, received_header
 
 from .conftest import Inbox, TLSMaterial
 from .harness import RunningServer, run_server
+from .raw_smtp import Recorder
 from .test_session_log import Lines
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
@@ -71,23 +71,7 @@ def listen_unix(running: RunningServer, path: str | Path, **kwargs: Any) -> str:
     return str(running.call(running.server.listen_unix, path, **kwargs))
 
 
-class Sessions:
-    """What handlers saw of their sessions, thread-safe, waited for with a
-    condition (never a sleep)."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._cond = threading.Condition()
-
-    def add(self, item: Any) -> None:
-        with self._cond:
-            self.items.append(item)
-            self._cond.notify_all()
-
-    def wait_for(self, count: int) -> list[Any]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.items) >= count, TIMEOUT), self.items
-            return list(self.items)
+Sessions = Recorder  # what handlers saw of their sessions
 
 
 def addresses(session: Any) -> tuple[Any, ...]:

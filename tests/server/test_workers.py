@@ -28,6 +28,7 @@ import smtp_sync
 from smtp_server import worker_count
 
 from ..example_programs import ROOT, TIMEOUT, Program, Raw
+from .harness import available_backends
 
 APP = Path(__file__).resolve().parent / "workers_app.py"
 
@@ -37,12 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _backends() -> list[str]:
-    names = ["asyncio", "uvloop", "trio", "sync"]
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        names.remove("uvloop")
-    return names
+    return available_backends()
 
 
 BACKENDS = _backends()
