@@ -46,8 +46,10 @@ def main_workers(args: Any) -> None:
     once every worker listens, a STATS line per worker on SIGTERM."""
 
     class CountingServer(SMTPServer):
-        def close(self) -> None:
-            super().close()
+        def serve_forever(self) -> None:
+            # Reported here, in the worker's main thread, before it exits:
+            # close() runs in another thread, which the exit would cut short.
+            super().serve_forever()
             stats.report()
 
     stats = Stats()
