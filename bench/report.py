@@ -31,7 +31,11 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("W5", "smtp_anyio-uvloop", "", 8.0, "max"),
     ("W5", "smtp_anyio-asyncio", "", 8.0, "max"),
     ("W7", "smtp_anyio-uvloop", "smtp-server", 1.0, "ratio"),
+    ("W2", "smtp_anyio-uvloop-2w", "smtp_anyio-uvloop", 1.6, "ratio"),
 ]
+
+# Two worker processes against one ("Running at scale"): (2 workers, 1 worker).
+WORKER_PAIRS = [("smtp_anyio-uvloop-2w", "smtp_anyio-uvloop"), ("smtp_sync-2w", "smtp_sync")]
 
 
 # -- numbers -------------------------------------------------------------------------
@@ -189,6 +193,21 @@ def target_rows(doc: dict[str, Any]) -> list[list[str]]:
             f"{t['measured']:.2f}x" if t["unit"] == "x" else f"{t['measured']:.2f} KiB")
         met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         rows.append([t["target"], measured, met])
+    return rows
+
+
+def worker_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """Per workload with a rate: one process, two, and their ratio."""
+    rows = []
+    for wl in doc["workloads"]:
+        if wl["unit"] != "msg/s":
+            continue
+        for two, one in WORKER_PAIRS:
+            summary = doc["summary"]
+            many, single = _med(summary, wl["key"], two), _med(summary, wl["key"], one)
+            if many is None or single is None:
+                continue
+            rows.append([wl["key"], one, fmt(single), fmt(many), ratio(many / single)])
     return rows
 
 
@@ -485,6 +504,24 @@ machine's load), this is what limits it:
   stream objects: about three times the memory of an asyncio connection,
   which has no reader task at all (the loop calls the protocol).
 
+Worker processes
+----------------
+
+The ``-2w`` rows run the same sink in two worker processes on one port
+(:func:`smtp_anyio.run_workers`, :func:`smtp_sync.run_workers`; see
+:doc:`scaling`), against the one-process rows of the same run:
+
+{workers}
+
+This machine has two cores, and the load generator runs on them too: a
+second worker can only have what the client and the first worker leave.
+Where one process already keeps its core busy (``server CPU`` near 100%),
+the second adds at most the rest of the other core, less the client's
+share; where one process waits on its clients (W2: 20 sessions, each
+waiting for its reply before the next command), more processes shorten
+the queue, not the wait. On a box with more cores than load, workers
+scale with the cores.
+
 Is the load generator the limit?
 --------------------------------
 
@@ -531,6 +568,8 @@ def write_docs(doc: dict[str, Any], chart_path: Path, root: Path) -> None:
         matrix=_rst_table(head, rows),
         detail=_rst_table(DETAIL_HEAD, detail_rows(doc)),
         targets=_rst_table(["target", "measured", "status"], target_rows(doc)),
+        workers=_rst_table(["workload", "server", "1 process", "2 workers", "2 / 1"],
+                           worker_rows(doc)) if worker_rows(doc) else "(not measured)",
         check=_rst_table(CHECK_HEAD, check_rows(doc)),
         observations="\n".join(f"- {_rst_cell(n)}" for n in observations(doc)) or "",
     )
