@@ -180,6 +180,27 @@ class SMTPServer(ServerBase):
         self.logger.info("listening on %s:%d%s", *address, " (implicit TLS)" if implicit else "")
         return address
 
+    async def listen_socket(self, sock: socket.socket, *, secure: bool | None = None
+                            ) -> Address:
+        """Start accepting on ``sock``, a TCP socket already bound and
+        listening (inherited from a supervisor process, or passed by a
+        service manager); returns its address. The server closes it when it
+        closes. Call inside ``async with server:``."""
+        if self._tg is None:
+            raise RuntimeError("use `async with server:` before listen_socket()")
+        implicit = self.implicit_tls(secure)
+        sock.setblocking(False)
+        if self._native(implicit):
+            self._accept_asyncio(sock, implicit)
+        else:
+            await self._accept_streams([await SocketListener.from_socket(sock)],
+                                       implicit, listener_name(sock))
+        name = sock.getsockname()
+        address = (str(name[0]), int(name[1]))
+        self.addresses.append(address)
+        self.logger.info("listening on %s:%d%s", *address, " (implicit TLS)" if implicit else "")
+        return address
+
     async def listen_unix(
         self, path: str | os.PathLike[str], *, secure: bool | None = None,
         mode: int | None = None,

@@ -33,6 +33,7 @@ def run_workers(
     make_server: Callable[[], SMTPServer], listeners: Sequence[ListenerSpec], *,
     workers: int | str = "auto", backend: str = "asyncio",
     backend_options: Mapping[str, Any] | None = None, on_ready: OnReady | None = None,
+    share: str = "auto",
 ) -> int:
     """Serve ``listeners`` from ``workers`` processes until SIGTERM or SIGINT.
 
@@ -50,6 +51,10 @@ def run_workers(
     gracefully) and SIGHUP (each reloads its certificate files with
     :meth:`~SMTPServer.reload_certificates`). It forks, so call it from the
     main thread of a process that has started no thread and no event loop.
+    ``share``: ``"reuse_port"`` (each worker binds the port with
+    ``SO_REUSEPORT``; the kernel spreads connections), ``"inherit"`` (this
+    process listens, the workers inherit the socket), ``"auto"`` (the
+    first where the OS has ``SO_REUSEPORT``, else the second).
     ``on_ready(listeners)`` is called in the calling process once every
     worker listens, with the concrete ports (``WorkerListener`` objects).
     Returns 0 once stopped, 1 if the workers could not start.
@@ -64,7 +69,8 @@ def run_workers(
         return anyio.run(_serve, make_server, index, bound, backend=backend,
                          backend_options=options)
 
-    return run_supervisor(run_worker, listeners, workers=workers, on_ready=on_ready)
+    return run_supervisor(run_worker, listeners, workers=workers, on_ready=on_ready,
+                          share=share)
 
 
 async def _serve(make_server: Callable[[], SMTPServer], index: int,
@@ -77,8 +83,12 @@ async def _serve(make_server: Callable[[], SMTPServer], index: int,
         # kill a worker that is draining its sessions.
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             for listener in listeners:
-                await server.listen(listener.port, listener.host, secure=listener.secure,
-                                    reuse_port=True)
+                if listener.sockets:  # share="inherit": the supervisor's own
+                    for sock in listener.sockets:
+                        await server.listen_socket(sock, secure=listener.secure)
+                else:
+                    await server.listen(listener.port, listener.host, secure=listener.secure,
+                                        reuse_port=True)
             worker_ready()
             async for signum in signals:
                 if signum == signal.SIGHUP:

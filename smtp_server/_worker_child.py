@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl
 import struct
 import sys
@@ -46,12 +47,17 @@ READY = struct.Struct("!i")
 @dataclass(frozen=True, slots=True)
 class WorkerListener:
     """One listener as a worker sees it: the port is the concrete one the
-    supervisor reserved (never 0), to be bound with ``reuse_port=True``."""
+    supervisor reserved (never 0), to be bound with ``reuse_port=True``, or
+    the listening sockets themselves (:attr:`sockets`)."""
 
     host: str
     port: int
     secure: bool | None = None
     """The ``secure=`` of ``listen()``: ``None`` follows the server's option."""
+    sockets: tuple[socket.socket, ...] = ()
+    """Where the OS has no ``SO_REUSEPORT`` (or ``share="inherit"``): the
+    supervisor's listening sockets, inherited through the fork, which the
+    worker accepts on (``listen_socket()``) instead of binding its own."""
 
 
 @dataclass(slots=True)

@@ -75,6 +75,7 @@ RunWorker = Callable[[int, Sequence[WorkerListener]], int]
 OnReady = Callable[[Sequence[WorkerListener]], None]
 """``on_ready(listeners)``, called in the supervisor once all workers listen."""
 
+_BACKLOG = 1024  # as the servers' own listeners
 _PORT_ATTEMPTS = 10  # port 0 on a host of several addresses: a port free on all
 _STOP = frozenset({signal.SIGTERM, signal.SIGINT})
 
@@ -114,9 +115,10 @@ def parse_listeners(listeners: Sequence[ListenerSpec]) -> list[WorkerListener]:
     return parsed
 
 
-def _reserve(host: str, port: int) -> tuple[list[socket.socket], int]:
+def _reserve(host: str, port: int, share: str) -> tuple[list[socket.socket], int]:
     """Placeholders on every address ``host`` resolves to (as the servers
-    bind them: one socket per address family), all on one port."""
+    bind them: one socket per address family), all on one port; with
+    ``share="inherit"`` the listening sockets themselves."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
@@ -129,11 +131,14 @@ def _reserve(host: str, port: int) -> tuple[list[socket.socket], int]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if share == "reuse_port":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((address[0], port, *address[2:]))
             port = sock.getsockname()[1]  # port 0: the others on the same port
+            if share == "inherit":
+                sock.listen(_BACKLOG)
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -142,16 +147,18 @@ def _reserve(host: str, port: int) -> tuple[list[socket.socket], int]:
 
 
 def reserve_ports(
-    listeners: Sequence[WorkerListener],
+    listeners: Sequence[WorkerListener], share: str = "reuse_port",
 ) -> tuple[list[WorkerListener], list[socket.socket]]:
-    """The listeners with concrete ports, and the placeholders holding them."""
+    """The listeners with concrete ports, and the sockets holding them:
+    placeholders (``reuse_port``), or the listening sockets the workers
+    inherit (``inherit``)."""
     resolved: list[WorkerListener] = []
     held: list[socket.socket] = []
     try:
         for listener in listeners:
             for attempt in range(_PORT_ATTEMPTS):
                 try:
-                    sockets, port = _reserve(listener.host, listener.port)
+                    sockets, port = _reserve(listener.host, listener.port, share)
                 except OSError as exc:
                     if (listener.port == 0 and exc.errno == errno.EADDRINUSE
                             and attempt + 1 < _PORT_ATTEMPTS):
@@ -159,7 +166,8 @@ def reserve_ports(
                     raise
                 break
             held.extend(sockets)
-            resolved.append(WorkerListener(listener.host, port, listener.secure))
+            inherited = tuple(sockets) if share == "inherit" else ()
+            resolved.append(WorkerListener(listener.host, port, listener.secure, inherited))
     except BaseException:
         for sock in held:
             sock.close()
@@ -384,8 +392,10 @@ class Supervisor:
         try:
             close = [fd for fd in self._fds() if fd not in (self._ready_w, self._alive_r)]
             self._selector.close()  # (an epoll descriptor is not the parent's to share)
+            inherited = {id(s) for listener in self._listeners for s in listener.sockets}
             for sock in self._placeholders:
-                sock.close()
+                if id(sock) not in inherited:
+                    sock.close()
             enter_worker(index, self._ready_w, self._alive_r, close)
             status = self._run_worker(index, self._listeners)
         except SystemExit as exc:
@@ -407,25 +417,34 @@ class Supervisor:
 
 
 def run_supervisor(run_worker: RunWorker, listeners: Sequence[ListenerSpec], *,
-                   workers: int | str = "auto", on_ready: OnReady | None = None) -> int:
+                   workers: int | str = "auto", on_ready: OnReady | None = None,
+                   share: str = "auto") -> int:
     """Run ``workers`` processes of ``run_worker`` on ``listeners`` until
     SIGTERM or SIGINT; see the module docstring. ``on_ready(listeners)`` is
     called in the supervisor once every worker listens, with the concrete
-    ports. Returns the supervisor's exit status: 0 after a stop, 1 when the
-    workers could not start."""
+    ports. ``share``: how the workers share a port: ``"reuse_port"`` (each
+    binds its own socket with ``SO_REUSEPORT``, the kernel balances),
+    ``"inherit"`` (the supervisor listens, the workers inherit its socket
+    and take turns accepting), ``"auto"`` (the first where the OS has
+    ``SO_REUSEPORT``). Returns the supervisor's exit status: 0 after a
+    stop, 1 when the workers could not start."""
     count = worker_count(workers)
     parsed = parse_listeners(listeners)
     if not hasattr(os, "fork"):
         raise RuntimeError("worker processes need os.fork() (POSIX)")
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise RuntimeError("worker processes need SO_REUSEPORT, which this system lacks")
+    if share == "auto":
+        share = "reuse_port" if hasattr(socket, "SO_REUSEPORT") else "inherit"
+    if share not in ("reuse_port", "inherit"):
+        raise ValueError(f"share must be 'auto', 'reuse_port' or 'inherit', not {share!r}")
+    if share == "reuse_port" and not hasattr(socket, "SO_REUSEPORT"):
+        raise RuntimeError("share='reuse_port' needs SO_REUSEPORT, which this system lacks")
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_workers() must be called from the main thread")
     if threading.active_count() > 1:
         log.warning("run_workers(): %d threads are running; a forked worker gets "
                     "none of them but may inherit their locks held",
                     threading.active_count())
-    resolved, placeholders = reserve_ports(parsed)
+    resolved, placeholders = reserve_ports(parsed, share)
     try:
         return Supervisor(run_worker, resolved, placeholders, count, on_ready).run()
     finally:

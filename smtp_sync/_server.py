@@ -136,6 +136,21 @@ class SMTPServer(ServerBase):
         self._add_listener(sock, implicit, "{}:{}".format(*address))
         return address
 
+    def listen_socket(self, sock: socket.socket, *, secure: bool | None = None) -> Address:
+        """Accept on ``sock``, a TCP socket already bound and listening
+        (inherited from a supervisor process, or passed by a service
+        manager); returns its address. The server closes it in
+        :meth:`close`. It is made non-blocking: other processes may accept
+        on it too, and one must never wait in ``accept()`` for a client
+        another took."""
+        implicit = self.implicit_tls(secure)
+        sock.setblocking(False)
+        name = sock.getsockname()
+        address = (str(name[0]), int(name[1]))
+        self.addresses.append(address)
+        self._add_listener(sock, implicit, "{}:{}".format(*address))
+        return address
+
     def listen_unix(self, path: str | os.PathLike[str], *, secure: bool | None = None,
                     mode: int | None = None) -> str:
         """Bind and listen on a Unix socket at ``path`` now (what Postfix's
@@ -205,6 +220,8 @@ class SMTPServer(ServerBase):
                 return
             try:
                 sock, _ = listener.accept()
+            except BlockingIOError:
+                continue  # a shared listener (listen_socket): another process took it
             except OSError as exc:
                 # Out of descriptors the listener stays readable: retrying at
                 # once would spin. (See smtp_server.AcceptBackoff.)

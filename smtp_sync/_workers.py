@@ -26,7 +26,8 @@ log = logging.getLogger("smtp_server.workers")
 
 
 def run_workers(make_server: Callable[[], SMTPServer], listeners: Sequence[ListenerSpec], *,
-                workers: int | str = "auto", on_ready: OnReady | None = None) -> int:
+                workers: int | str = "auto", on_ready: OnReady | None = None,
+                share: str = "auto") -> int:
     """Serve ``listeners`` from ``workers`` processes until SIGTERM or SIGINT.
 
     ``make_server()`` is called in each worker process, after the fork, and
@@ -40,7 +41,9 @@ def run_workers(make_server: Callable[[], SMTPServer], listeners: Sequence[Liste
     gracefully) and SIGHUP (each reloads its certificate files with
     :meth:`~SMTPServer.reload_certificates`). It forks, so call it from the
     main thread of a process that has started no thread. Returns 0 once
-    stopped, 1 if the workers could not start. ``on_ready(listeners)`` is
+    stopped, 1 if the workers could not start. ``share``: as for
+    :func:`smtp_anyio.run_workers` (``"auto"``, ``"reuse_port"``,
+    ``"inherit"``). ``on_ready(listeners)`` is
     called in the calling process once every worker listens, with the
     concrete ports (``WorkerListener`` objects).
     """
@@ -48,14 +51,19 @@ def run_workers(make_server: Callable[[], SMTPServer], listeners: Sequence[Liste
     def run_worker(index: int, bound: Sequence[WorkerListener]) -> int:
         return _serve(make_server, index, bound)
 
-    return run_supervisor(run_worker, listeners, workers=workers, on_ready=on_ready)
+    return run_supervisor(run_worker, listeners, workers=workers, on_ready=on_ready,
+                          share=share)
 
 
 def _serve(make_server: Callable[[], SMTPServer], index: int,
            listeners: Sequence[WorkerListener]) -> int:
     server = make_server()
     for listener in listeners:
-        server.listen(listener.port, listener.host, secure=listener.secure, reuse_port=True)
+        if listener.sockets:  # share="inherit": the supervisor's own
+            for sock in listener.sockets:
+                server.listen_socket(sock, secure=listener.secure)
+        else:
+            server.listen(listener.port, listener.host, secure=listener.secure, reuse_port=True)
 
     stopping: list[int] = []
 

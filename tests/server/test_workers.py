@@ -132,10 +132,13 @@ def meet(port: int, pids: set[int], context: ssl.SSLContext | None = None,
 # -- one port, several processes; a dead worker comes back ------------------------------
 
 
+@pytest.mark.parametrize("share", ["reuse_port", "inherit"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_workers_share_a_port_and_a_killed_worker_is_restarted(
-        supervisor: Callable[..., Supervisor], backend: str) -> None:
-    program = supervisor(backend, "--workers", "2")
+        supervisor: Callable[..., Supervisor], backend: str, share: str) -> None:
+    """Each worker binds the port (SO_REUSEPORT), or all accept on the
+    supervisor's socket (inherited: where the OS has no SO_REUSEPORT)."""
+    program = supervisor(backend, "--workers", "2", "--share", share)
     [port] = program.ports
     assert port != 0
     pids = program.ready()

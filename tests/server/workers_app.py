@@ -1,7 +1,7 @@
 """Worker processes under test: ``run_workers()`` of either server.
 
     python tests/server/workers_app.py BACKEND [--workers N]
-        [--cert FILE --key FILE] [--fail]
+        [--cert FILE --key FILE] [--fail] [--share auto|reuse_port|inherit]
 
 BACKEND: asyncio, uvloop, trio or sync. One plain listener on 127.0.0.1
 port 0, and with ``--cert``/``--key`` an implicit-TLS one too. Each
@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--fail", action="store_true")
+    parser.add_argument("--share", default="auto", choices=("auto", "reuse_port", "inherit"))
     args = parser.parse_args()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
@@ -61,7 +62,7 @@ def main() -> int:
                 raise RuntimeError("this worker cannot start")
             return smtp_sync.SMTPServer(**options(args))
 
-        return smtp_sync.run_workers(make_sync, listeners, workers=count)
+        return smtp_sync.run_workers(make_sync, listeners, workers=count, share=args.share)
 
     import smtp_anyio
 
@@ -72,8 +73,9 @@ def main() -> int:
 
     if args.backend == "uvloop":
         return smtp_anyio.run_workers(make_async, listeners, workers=count,
-                                      backend_options={"use_uvloop": True})
-    return smtp_anyio.run_workers(make_async, listeners, workers=count, backend=args.backend)
+                                      backend_options={"use_uvloop": True}, share=args.share)
+    return smtp_anyio.run_workers(make_async, listeners, workers=count, backend=args.backend,
+                                  share=args.share)
 
 
 if __name__ == "__main__":
