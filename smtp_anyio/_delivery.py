@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +29,10 @@ MAX_LOCAL_PART = 64
 """RFC 5321 section 4.5.3.1.1: the longest local part, in octets."""
 
 MAX_NEW_MAILBOXES = 1000
-"""Mailboxes one process creates at most with ``--maildir-per-recipient``:
-every new local part costs directories on disk, and the local parts are
-the client's choice."""
+"""Mailboxes one process delivers into at most with
+``--maildir-per-recipient``: every new local part costs directories on
+disk (and an entry in the server's table of open Maildirs), and the local
+parts are the client's choice."""
 
 # Characters a directory name must not hold, or that would let a local part
 # name another place ("/", "\\") or read badly in a shell ('"').
@@ -142,7 +142,7 @@ class Fanout:
             try:
                 store = self._stores.get(copy.path)
                 if store is None:
-                    if len(self._stores) >= MAX_NEW_MAILBOXES + 1:
+                    if len(self._stores) >= MAX_NEW_MAILBOXES:  # (RCPT checks it first)
                         raise OSError(errno.EMLINK, "too many mailboxes made by this process")
                     store = self._stores[copy.path] = MaildirStore(copy.path)
                 copy.delivery = store.begin()
@@ -234,10 +234,3 @@ def plan_copies(session: Session, root: Path, *, by: str, per_recipient: bool,
         by_mailbox[path] = copy
         copies.append(copy)
     return copies
-
-
-def stores_root(path: str | os.PathLike[str]) -> Path:
-    """The directory the per-recipient Maildirs go under (made if missing)."""
-    root = Path(path)
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return root
