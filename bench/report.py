@@ -503,6 +503,11 @@ machine's load), this is what limits it:
   On trio a connection still has its nursery, a reader task and anyio's
   stream objects: about three times the memory of an asyncio connection,
   which has no reader task at all (the loop calls the protocol).
+- **Run-to-run spread.** This machine is shared: one server's rate can
+  vary by up to 2x between the rounds of one run (the min - max columns),
+  and the median of three rounds can land on either side of a target line
+  from one run to the next (W7 against smtp-server has measured from 0.91x
+  to 1.24x in full runs). Ratios from several runs are the figure to trust.
 
 Worker processes
 ----------------
