@@ -317,6 +317,15 @@ class SMTPServer(ServerBase):
             sock.close()
         if self._resolver_pool is not None:
             self._resolver_pool.shutdown(wait=False)
+        with self._lock:
+            # Once no accept loop and no connection is left, nobody polls the
+            # wake-up pair: give its descriptors back. (A thread that outlived
+            # its join or its cut keeps them open, rather than poll a closed
+            # or reused descriptor.)
+            unused = not self.connections and not any(t.is_alive() for t in threads)
+        if unused:
+            self._wake_r.close()
+            self._wake_w.close()
         self._stopped.set()
 
     def __enter__(self) -> SMTPServer:

@@ -1262,3 +1262,25 @@ def test_serve_forever_runs_a_signal_handler_whichever_thread_got_the_signal() -
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "returned\n"
+
+
+def test_close_gives_back_every_descriptor_it_opened() -> None:
+    """A server that served a client and closed leaves no descriptor open
+    (its listener, its client's socket and its wake-up pair): a service that
+    makes and closes servers in a loop does not run out."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc/self/fd to count descriptors")
+
+    def open_descriptors() -> int:
+        return len(list(fd_dir.iterdir()))
+
+    before = open_descriptors()
+    for _ in range(3):
+        server = SMTPServer(auth_optional=True, disable_reverse_lookup=True,
+                            on_data=lambda stream, session: None)
+        with server:
+            host, port = server.listen(0, "127.0.0.1")
+            with smtplib.SMTP(host, port) as client:
+                client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nx\r\n")
+    assert open_descriptors() == before
