@@ -5,6 +5,10 @@ no sockets, threads, clocks or randomness. See the docs' "Use the core
 directly" guide for a complete blocking server in a few dozen lines.
 """
 
+import sys
+
+# First: it decides whether the other modules load compiled or from source.
+from . import _loader
 from ._address import AddressError, decode_xtext, parse_path
 from ._config import AUTH_MECHANISMS, ServerConfig
 from ._connection import ServerConnection
@@ -41,8 +45,16 @@ from ._state import Reply, State
 
 __version__ = "0.1.0"
 
+COMPILED: bool = _loader.is_compiled(sys.modules[ServerConnection.__module__])
+"""True when the protocol core runs the mypyc-compiled modules."""
+BUILD: str = _loader.BUILD if COMPILED == _loader.COMPILED_WANTED else (
+    "pure Python (the compiled modules did not load)")
+"""One line saying which build runs and, when pure Python, why."""
+
 __all__ = [
     "AUTH_MECHANISMS",
+    "BUILD",
+    "COMPILED",
     "DECISION_EVENTS",
     "NEED_DATA",
     "PAUSED",

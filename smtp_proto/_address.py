@@ -29,7 +29,7 @@ _DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z"
 )
 _LABEL_UTF8 = re.compile(rf"[A-Za-z0-9{_U}](?:[A-Za-z0-9{_U}-]*[A-Za-z0-9{_U}])?\Z")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 # The common case in one match: <dot-string@ascii.domain>.
 _SIMPLE_PATH = re.compile(
     rf"<([{_A}]+(?:\.[{_A}]+)*@"
@@ -55,7 +55,7 @@ class AddressError(ValueError):
 
 def _is_utf8_char(c: str) -> bool:
     # Surrogates come from undecodable bytes (surrogateescape): never valid.
-    return c >= "\x80" and not "\ud800" <= c <= "\udfff"
+    return c >= "\x80" and not 0xD800 <= ord(c) <= 0xDFFF
 
 
 def split_path(arg: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
+from typing import ClassVar
 
 from ._address import AddressError
 from ._data import DotBody
@@ -42,7 +43,7 @@ _MAX_BDAT_DIGITS = 20
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Lines are decoded with surrogateescape: a surrogate means bytes that are not
 # UTF-8 (a well-formed UTF-8 line never decodes to one).
-_NOT_UTF8 = re.compile("[\ud800-\udfff]")
+_NOT_UTF8 = re.compile(r"[\ud800-\udfff]")
 # Excess RCPTs (452, too many recipients) a transaction may send before each
 # further one counts towards max_invalid_commands, as Postfix's
 # smtpd_recipient_overshoot_limit. RFC 5321 4.5.3.1.10 has the client send
@@ -57,7 +58,7 @@ class _Commands(_Base):
 
     __slots__ = ()
 
-    _dispatch: dict[str, Callable[[_Commands, str, str], None]]
+    _dispatch: ClassVar[dict[str, Callable[[_Commands, str, str], None]]]
 
     # -- entry point ---------------------------------------------------------
 
