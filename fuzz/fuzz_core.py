@@ -112,6 +112,11 @@ def main(argv: list[str]) -> int:
     }
     args = [f"-{k}={v}" for k, v in defaults.items() if not _has_flag(args, k)] + args
 
+    import smtp_proto  # (in the parent: the child imports it instrumented)
+
+    # Compiled modules are machine code: the fuzzer drives them but gets
+    # coverage only from what stays Python (SMTP_PROTO_PURE=1 fuzzes the source).
+    print(f"core: {smtp_proto.BUILD}", file=sys.stderr, flush=True)
     env = dict(os.environ, **{_CHILD: "1"})
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
     print("+ " + " ".join(cmd), file=sys.stderr, flush=True)

@@ -16,10 +16,11 @@ PY = sys.executable
 PACKAGES = ["smtp_proto", "smtp_server", "smtp_anyio", "smtp_sync"]
 
 
-def step(name: str, cmd: list[str]) -> int:
-    print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
+def step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+    shown = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+    print(f"\n=== {name}: {shown + ' ' if shown else ''}{' '.join(cmd)}", flush=True)
     started = time.monotonic()
-    status = subprocess.call(cmd, cwd=ROOT)
+    status = subprocess.call(cmd, cwd=ROOT, env=dict(os.environ, **env) if env else None)
     print(f"=== {name}: {'ok' if status == 0 else f'FAILED ({status})'} "
           f"in {time.monotonic() - started:.1f}s", flush=True)
     return status
@@ -28,6 +29,11 @@ def step(name: str, cmd: list[str]) -> int:
 def main() -> int:
     fuzz_seconds = os.environ.get("FUZZ_SECONDS", "30")
     workers = os.environ.get("PYTEST_WORKERS", "2")
+    which = "import smtp_proto; print(smtp_proto.COMPILED, smtp_proto.BUILD)"
+    compiled_text, build = subprocess.run([PY, "-c", which], cwd=ROOT, capture_output=True,
+                                          text=True, check=True).stdout.strip().split(" ", 1)
+    compiled = compiled_text == "True"
+    print(f"=== core: {build}", flush=True)
     results = {
         "ruff": step("ruff", [PY, "-m", "ruff", "check", "."]),
         "mypy": step("mypy", [PY, "-m", "mypy", "--strict", *PACKAGES]),
@@ -35,6 +41,18 @@ def main() -> int:
             "pytest", [PY, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider"]
         ),
     }
+    # The whole suite ran on the build installed (compiled where a C compiler
+    # was found); the core's own tests, hypothesis properties included, run
+    # again on its pure-Python source: the two builds must behave the same.
+    if compiled:
+        results["pytest-pure-core"] = step(
+            "pytest-pure-core",
+            [PY, "-m", "pytest", "-q", "-n", workers, "-p", "no:cacheprovider", "tests/proto",
+             "tests/test_fuzz_corpus.py"],
+            env={"SMTP_PROTO_PURE": "1"},
+        )
+    else:
+        print("\n=== pytest-pure-core: skipped (the installed core is already pure Python)")
     if importlib.util.find_spec("atheris") is not None:
         results["fuzz"] = step("fuzz", [PY, "fuzz/fuzz_core.py", "--seconds", fuzz_seconds])
     else:

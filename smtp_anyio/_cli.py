@@ -8,6 +8,7 @@ import datetime
 import json
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import anyio
 
+import smtp_proto
 from smtp_server import ListenerSpec, ServerOptions, WorkerListener
 
 from ._cli_checks import (
@@ -75,11 +77,19 @@ def _workers(text: str) -> int | str:
     return int(text)
 
 
+def version_line() -> str:
+    """E.g. ``smtp_anyio 0.1.0, core compiled with mypyc, CPython 3.11.2``."""
+    return (f"smtp_anyio {smtp_proto.__version__}, core {smtp_proto.BUILD}, "
+            f"{platform.python_implementation()} {platform.python_version()}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m smtp_anyio",
         description="An SMTP server that stores every message it accepts in a Maildir.",
     )
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the version and which build of the core runs, and exit")
     parser.add_argument("--listen", action="append", type=endpoint,
                         metavar="HOST:PORT|unix:PATH",
                         help="plain/STARTTLS listener (repeatable; default 127.0.0.1:2525)")
