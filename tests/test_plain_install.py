@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def plain_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("plain")
     project = base / "project"
     project.mkdir()
-    for name in (*PACKAGES, "pyproject.toml", "README.md"):
+    for name in (*PACKAGES, "pyproject.toml", "README.md", "hatch_build.py"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, project / name,
@@ -85,3 +86,17 @@ def test_the_asyncio_server_runs_without_extras(plain_python: Path) -> None:
     result = _run(plain_python, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "250"
+
+
+def test_the_install_compiles_the_core_where_a_compiler_is_found(plain_python: Path) -> None:
+    """pip install with build isolation, as users run it: hatch_build.py gets
+    mypyc from the registry and compiles the core (this machine has cc and
+    the Python headers), and the installed build says so."""
+    if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None or not (
+            Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip("no C toolchain here: the install is pure Python (tests/test_build.py)")
+    result = _run(plain_python, "-c", "import smtp_proto; print(smtp_proto.COMPILED)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    version = _run(plain_python, "-m", "smtp_anyio", "--version")
+    assert ", core compiled with mypyc, " in version.stdout
