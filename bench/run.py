@@ -49,6 +49,8 @@ from typing import Any, ClassVar
 import loadgen
 import report
 
+import smtp_proto
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SINKS = BENCH / "servers"
@@ -93,6 +95,15 @@ def all_servers(node: Path | None) -> list[Server]:
                (py, str(SINKS / "anyio_sink.py"), "--backend", "uvloop", "--workers", "2")),
         Server("smtp_sync-2w", "ours", (py, str(SINKS / "sync_sink.py"), "--workers", "2"),
                threaded=True),
+        # The same servers on the core's pure-Python source (issue 13: both
+        # builds side by side); only where the installed core is compiled.
+        *([Server(f"{name}-pure", "ours", argv, env=(("SMTP_PROTO_PURE", "1"),),
+                  threaded=name == "smtp_sync")
+           for name, argv in (
+               ("smtp_anyio-uvloop", (py, str(SINKS / "anyio_sink.py"), "--backend", "uvloop")),
+               ("smtp_anyio-trio", (py, str(SINKS / "anyio_sink.py"), "--backend", "trio")),
+               ("smtp_sync", (py, str(SINKS / "sync_sink.py"))),
+           )] if smtp_proto.COMPILED else []),
         Server("aiosmtpd-asyncio", "incumbent",
                (py, str(SINKS / "aiosmtpd_sink.py"), "--backend", "asyncio")),
         Server("aiosmtpd-uvloop", "incumbent",
@@ -627,6 +638,7 @@ def main() -> None:
     info = machine(tools)
     info["load_start"] = loadavg()
     info["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    info["core_build"] = smtp_proto.BUILD  # the "-pure" rows: SMTP_PROTO_PURE=1
     plan = Plan(chosen_wl, chosen, rounds, out,
                 {s for s in args.profile.split(",") if s})
     print(f"# {len(chosen)} servers x {len(chosen_wl)} workloads x {rounds} rounds; "

@@ -12,8 +12,8 @@ import enum
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 __all__ = [
     "DECISION_EVENTS",
@@ -56,10 +56,25 @@ NEED_DATA = Sentinel.NEED_DATA
 PAUSED = Sentinel.PAUSED
 
 
+def _rebuild(cls: type[Any], values: dict[str, Any]) -> Any:
+    return cls(**values)
+
+
+def record_reduce(record: Any) -> tuple[Any, ...]:
+    """``__reduce__`` for the core's frozen records: copies and pickles are
+    rebuilt through ``__init__``. The dataclass default sets the fields with
+    ``object.__setattr__``, which the compiled build's classes refuse; this
+    way both builds copy and pickle alike."""
+    return (_rebuild, (type(record), {f.name: getattr(record, f.name) for f in fields(record)}))
+
+
 class Event:
     """Base class of every event."""
 
     __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return record_reduce(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,9 @@ class TLSInfo:
     servername: str | None = None
     peer_certificate: Mapping[str, object] | None = None
     peer_certificate_der: bytes | None = field(default=None, repr=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return record_reduce(self)
 
 
 @dataclass(frozen=True, slots=True)

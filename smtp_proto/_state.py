@@ -6,10 +6,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._config import ServerConfig
 from ._data import DotBody
-from ._events import ConnectionClosed, Event, MessageAborted
+from ._events import ConnectionClosed, Event, MessageAborted, record_reduce
 from ._replies import format_reply
 from ._sasl import SaslExchange
 from ._session import Envelope, Session
@@ -47,6 +48,9 @@ class Reply:
     code: int
     text: str
     enhanced: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return record_reduce(self)
 
 
 # Replies from the core that count towards ``max_invalid_commands``.
