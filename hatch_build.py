@@ -31,11 +31,12 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 PACKAGE = "smtp_proto"
 # The per-message path. Left interpreted: __init__ and _loader (they choose
 # the build), _session (applications set their own attributes on a Session and
-# the backends subclass it) and _config (a frozen dataclass completed in
-# __post_init__, which native classes do not allow; read once per command).
+# the backends subclass it; its Envelope is in _envelope, compiled) and
+# _config (a frozen dataclass completed in __post_init__, which native classes
+# do not allow).
 COMPILED_MODULES = (
-    "_address", "_commands", "_connection", "_data", "_decisions", "_errors", "_events",
-    "_mailparams", "_proxy", "_replies", "_sasl", "_state", "_xclient",
+    "_address", "_commands", "_connection", "_data", "_decisions", "_envelope", "_errors",
+    "_events", "_mailparams", "_proxy", "_replies", "_sasl", "_state", "_xclient",
 )
 GROUP = "smtp_proto"  # the shared library: smtp_proto__mypyc.<abi>.so
 RECORD = "_build.json"

@@ -12,6 +12,7 @@ from . import _loader
 from ._address import AddressError, decode_xtext, parse_path
 from ._config import AUTH_MECHANISMS, ServerConfig
 from ._connection import ServerConnection
+from ._envelope import Envelope
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     DECISION_EVENTS,
@@ -40,7 +41,7 @@ from ._proxy import MAX_V1_LENGTH as PROXY_V1_MAX_LENGTH
 from ._proxy import V2_SIGNATURE as PROXY_V2_SIGNATURE
 from ._proxy import parse_proxy_header
 from ._replies import check_enhanced, format_reply
-from ._session import Envelope, Session
+from ._session import Session
 from ._state import Reply, State
 
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ._address import AddressError
 from ._data import DotBody
+from ._envelope import Envelope
 from ._events import (
     AuthAttempt,
     Hello,
@@ -27,7 +28,6 @@ from ._events import (
 )
 from ._mailparams import parse_mail, parse_rcpt
 from ._sasl import Challenge, Credentials, Failure, Step, start_exchange
-from ._session import Envelope
 from ._state import State, _Base
 from ._xclient import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES, parse_attributes
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from ._config import ServerConfig
 from ._data import has_bare_line_ending
 from ._decisions import _Decisions
+from ._envelope import Envelope
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
     NEED_DATA,
@@ -40,7 +41,7 @@ from ._events import (
 )
 from ._proxy import parse_proxy_header
 from ._replies import check_enhanced, check_reply_code
-from ._session import Envelope, Session
+from ._session import Session
 from ._state import State
 
 __all__ = ["ServerConnection"]

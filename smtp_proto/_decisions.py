@@ -7,10 +7,10 @@ import base64
 from collections.abc import Sequence
 
 from ._commands import _Commands
+from ._envelope import Envelope
 from ._errors import LocalProtocolError
 from ._events import AuthAttempt, Event, Hello, MailFrom, MessageComplete, RcptTo
 from ._replies import check_enhanced, check_reply_code, default_enhanced, format_reply
-from ._session import Envelope
 from ._state import Reply, State
 
 __all__: list[str] = []

@@ -10,10 +10,11 @@ from typing import Any
 
 from ._config import ServerConfig
 from ._data import DotBody
+from ._envelope import Envelope
 from ._events import ConnectionClosed, Event, MessageAborted, record_reduce
 from ._replies import format_reply
 from ._sasl import SaslExchange
-from ._session import Envelope, Session
+from ._session import Session
 
 __all__ = ["Reply", "State"]
 
