@@ -653,6 +653,14 @@ def main() -> None:
     info["load_end"] = loadavg()
     info["duration_s"] = round(time.monotonic() - started)
     results = report.summarise(runs, chosen_wl, chosen, REFERENCE, CEILING)
+    core_builds = None
+    if smtp_proto.COMPILED and any(s.name.endswith("-pure") for s in chosen):
+        # The core alone on both builds, for the page's compiled-core section.
+        print("core micro-benchmark on both builds (core_bench.py --builds)", file=sys.stderr)
+        subprocess.run([sys.executable, str(BENCH / "core_bench.py"), "--builds",
+                        *(["--quick"] * args.quick), "--json", str(out / "core_builds.json")],
+                       check=True, stdout=subprocess.DEVNULL, timeout=900)
+        core_builds = json.loads((out / "core_builds.json").read_text())
     document = {
         "machine": info,
         "quick": args.quick,
@@ -666,7 +674,8 @@ def main() -> None:
         "servers": [{"name": s.name, "kind": s.kind} for s in chosen],
         "runs": runs,
         "summary": results,
-        "targets": report.targets(results),
+        "core_builds": core_builds,
+        "targets": report.targets(results, core_builds),
     }
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
     chart = out / "bench-servers.png"
