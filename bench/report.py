@@ -13,6 +13,7 @@ import shutil
 import statistics
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,39 +212,38 @@ def target_rows(doc: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def worker_rows(doc: dict[str, Any]) -> list[list[str]]:
-    """Per workload with a rate: one process, two, and their ratio."""
+def _pair_rows(doc: dict[str, Any], pairs: list[tuple[str, str, str]],
+               wanted: Callable[[dict[str, Any]], bool]) -> list[list[str]]:
+    """Per wanted workload and (label, base, other) measured in this run:
+    the base's median, the other's, and other / base."""
     rows = []
     for wl in doc["workloads"]:
-        if wl["unit"] != "msg/s":
+        if not wanted(wl):
             continue
-        for two, one in WORKER_PAIRS:
-            summary = doc["summary"]
-            many, single = _med(summary, wl["key"], two), _med(summary, wl["key"], one)
-            if many is None or single is None:
+        for label, base, other in pairs:
+            first = _med(doc["summary"], wl["key"], base)
+            second = _med(doc["summary"], wl["key"], other)
+            if first is None or second is None:
                 continue
-            rows.append([wl["key"], one, fmt(single), fmt(many), ratio(many / single)])
+            rows.append([wl["key"], label, fmt(first), fmt(second), ratio(second / first)])
     return rows
+
+
+def worker_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """Per workload with a rate: one process, two, and their ratio."""
+    return _pair_rows(doc, [(one, one, two) for two, one in WORKER_PAIRS],
+                      lambda wl: wl["unit"] == "msg/s")
 
 
 def build_rows(doc: dict[str, Any]) -> list[list[str]]:
-    """Per workload where higher is better: compiled core, pure, ratio."""
-    rows = []
-    for wl in doc["workloads"]:
-        if not wl["higher_is_better"]:
-            continue
-        for compiled, pure in BUILD_PAIRS:
-            summary = doc["summary"]
-            fast, slow = _med(summary, wl["key"], compiled), _med(summary, wl["key"], pure)
-            if fast is None or slow is None:
-                continue
-            rows.append([wl["key"], compiled, fmt(fast), fmt(slow), ratio(fast / slow)])
-    return rows
+    """Per workload where higher is better: pure core, compiled, ratio."""
+    return _pair_rows(doc, [(compiled, pure, compiled) for compiled, pure in BUILD_PAIRS],
+                      lambda wl: bool(wl["higher_is_better"]))
 
 
 def core_build_rows(doc: dict[str, Any]) -> list[list[str]]:
     """The core micro-benchmark on both builds (core_bench.py --builds)."""
-    return [[r["name"], r["reads"], fmt(r["compiled"]), fmt(r["pure"]),
+    return [[r["name"], r["reads"], fmt(r["pure"]), fmt(r["compiled"]),
              ratio(r["compiled"] / r["pure"])]
             for r in doc.get("core_builds", {}).get("rows", [])
             if not r["name"].startswith("baseline")]
@@ -349,8 +349,8 @@ def markdown(doc: dict[str, Any]) -> str:
         _md_table(DETAIL_HEAD, detail_rows(doc)), "",
         "## Targets", "", _md_table(["target", "measured", ""], target_rows(doc)), "",
         "## Compiled core against pure Python", "",
-        _md_table(["workload", "server", "compiled", "pure", "ratio"], build_rows(doc)), "",
-        _md_table(["core benchmark", "reads", "compiled", "pure", "ratio"],
+        _md_table(["workload", "server", "pure", "compiled", "ratio"], build_rows(doc)), "",
+        _md_table(["core benchmark", "reads", "pure", "compiled", "ratio"],
                   core_build_rows(doc)), "",
         "## Is the load generator the limit?", "", _md_table(CHECK_HEAD, check_rows(doc)), "",
         *(f"- {note}" for note in observations(doc)), "",
@@ -657,10 +657,10 @@ def write_docs(doc: dict[str, Any], chart_path: Path, root: Path) -> None:
         targets=_rst_table(["target", "measured", "status"], target_rows(doc)),
         workers=_rst_table(["workload", "server", "1 process", "2 workers", "2 / 1"],
                            worker_rows(doc)) if worker_rows(doc) else "(not measured)",
-        builds=_rst_table(["workload", "server", "compiled core", "pure Python",
+        builds=_rst_table(["workload", "server", "pure Python", "compiled core",
                            "compiled / pure"], build_rows(doc))
         if build_rows(doc) else "(not measured: the installed core was pure Python)",
-        core_builds=_rst_table(["benchmark", "reads", "compiled", "pure Python",
+        core_builds=_rst_table(["benchmark", "reads", "pure Python", "compiled",
                                 "compiled / pure"], core_build_rows(doc))
         if core_build_rows(doc) else "(not measured)",
         check=_rst_table(CHECK_HEAD, check_rows(doc)),
