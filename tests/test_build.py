@@ -80,6 +80,17 @@ def test_a_source_edited_after_compiling_runs_from_source(tmp_path: Path) -> Non
     assert suffixes == ["py"]
 
 
+@needs_compiled
+def test_a_compiled_module_shipped_without_its_source_still_loads(tmp_path: Path) -> None:
+    shutil.copytree(PACKAGE_DIR, tmp_path / "smtp_proto",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    group = importlib.util.find_spec("smtp_proto__mypyc")
+    assert group is not None and group.origin is not None
+    shutil.copy2(group.origin, tmp_path)
+    (tmp_path / "smtp_proto" / "_replies.py").unlink()
+    assert _which(tmp_path, SMTP_PROTO_PURE="")[:2] == (True, "compiled with mypyc")
+
+
 def test_version_names_the_build() -> None:
     result = subprocess.run([sys.executable, "-m", "smtp_anyio", "--version"],
                             capture_output=True, text=True, check=True, timeout=60)
