@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,20 +95,19 @@ def all_servers(node: Path | None) -> list[Server]:
                (py, str(SINKS / "anyio_sink.py"), "--backend", "uvloop", "--workers", "2")),
         Server("smtp_sync-2w", "ours", (py, str(SINKS / "sync_sink.py"), "--workers", "2"),
                threaded=True),
-        # The same servers on the core's pure-Python source (issue 13: both
-        # builds side by side); only where the installed core is compiled.
-        *([Server(f"{name}-pure", "ours", argv, env=(("SMTP_PROTO_PURE", "1"),),
-                  threaded=name == "smtp_sync")
-           for name, argv in (
-               ("smtp_anyio-uvloop", (py, str(SINKS / "anyio_sink.py"), "--backend", "uvloop")),
-               ("smtp_anyio-trio", (py, str(SINKS / "anyio_sink.py"), "--backend", "trio")),
-               ("smtp_sync", (py, str(SINKS / "sync_sink.py"))),
-           )] if smtp_proto.COMPILED else []),
         Server("aiosmtpd-asyncio", "incumbent",
                (py, str(SINKS / "aiosmtpd_sink.py"), "--backend", "asyncio")),
         Server("aiosmtpd-uvloop", "incumbent",
                (py, str(SINKS / "aiosmtpd_sink.py"), "--backend", "uvloop")),
     ]
+    # The same servers on the core's pure-Python source (issue 13: both builds
+    # side by side); only where the installed core is compiled.
+    if smtp_proto.COMPILED:
+        pure = {pure for _, pure in report.BUILD_PAIRS}
+        at = next(i for i, s in enumerate(servers) if s.kind == "incumbent")
+        servers[at:at] = [
+            replace(s, name=f"{s.name}-pure", env=(*s.env, ("SMTP_PROTO_PURE", "1")))
+            for s in servers if f"{s.name}-pure" in pure]
     if node is not None:
         servers.append(Server(
             "smtp-server", "incumbent", (str(node), str(SINKS / "smtp_server_sink.js")),
