@@ -60,25 +60,27 @@ def _rebuild(cls: type[Any], values: dict[str, Any]) -> Any:
     return cls(**values)
 
 
-def record_reduce(record: Any) -> tuple[Any, ...]:
-    """``__reduce__`` for the core's frozen records: copies and pickles are
-    rebuilt through ``__init__``. The dataclass default sets the fields with
+class FrozenRecord:
+    """Base of the core's frozen dataclasses: copies and pickles are rebuilt
+    through ``__init__``. The dataclass default sets the fields with
     ``object.__setattr__``, which the compiled build's classes refuse; this
     way both builds copy and pickle alike."""
-    return (_rebuild, (type(record), {f.name: getattr(record, f.name) for f in fields(record)}))
-
-
-class Event:
-    """Base class of every event."""
 
     __slots__ = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return record_reduce(self)
+        record: Any = self  # every subclass is a dataclass
+        return (_rebuild, (type(self), {f.name: getattr(self, f.name) for f in fields(record)}))
+
+
+class Event(FrozenRecord):
+    """Base class of every event."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
-class TLSInfo:
+class TLSInfo(FrozenRecord):
     """What the backend learnt from a finished TLS handshake.
 
     The core only stores it (on ``Session.tls``); backends fill it from their
@@ -92,9 +94,6 @@ class TLSInfo:
     servername: str | None = None
     peer_certificate: Mapping[str, object] | None = None
     peer_certificate_der: bytes | None = field(default=None, repr=False)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return record_reduce(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ._config import ServerConfig
 from ._data import DotBody
 from ._envelope import Envelope
-from ._events import ConnectionClosed, Event, MessageAborted, record_reduce
+from ._events import ConnectionClosed, Event, FrozenRecord, MessageAborted
 from ._replies import format_reply
 from ._sasl import SaslExchange
 from ._session import Session
@@ -43,15 +42,12 @@ class State(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(FrozenRecord):
     """One reply for ``answer_recipients()`` (LMTP per-recipient results)."""
 
     code: int
     text: str
     enhanced: str | None = None
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return record_reduce(self)
 
 
 # Replies from the core that count towards ``max_invalid_commands``.

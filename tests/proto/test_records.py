@@ -1,6 +1,6 @@
 """The core's frozen records copy and pickle alike in both builds (the
 compiled classes refuse the dataclass default, which sets fields with
-object.__setattr__; see smtp_proto._events.record_reduce)."""
+object.__setattr__; see smtp_proto._events.FrozenRecord)."""
 
 from __future__ import annotations
 
